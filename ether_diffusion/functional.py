@@ -1,0 +1,203 @@
+"""Pure tensor math of the block-diagonal multiplicative adapters.
+
+Every method transforms a linear layer ``y = W x + b`` (``W`` is ``f x d``, out x in) by block-diagonal matrices:
+
+- ``ether``       ``y = W H x + b``,            ``H_i  = I - 2 û_i û_iᵀ``          (a reflection; never the identity)
+- ``ether_plus``  ``y = H̃⁺ W H⁺ x + b``,        ``H⁺_i = I - û_i û_iᵀ + v̂_i v̂_iᵀ``  (identity when ``v = ±u``)
+- ``oft``         ``y = W Q x + b``,            ``Q_i  = (I + S_i)(I - S_i)⁻¹``     (Cayley, ``S`` skew-symmetric)
+- ``naive``       ``y = W (I + R) x + b``                                        (the paper's unconstrained control)
+
+Activations are row vectors (``x`` is ``(..., d)``), so ``H x`` for a column vector is ``x @ Hᵀ`` here.
+``transform(x, ...)`` computes exactly that, blockwise, without forming ``H``; ``dense_matrix`` forms ``H`` for tests;
+``fold_weight`` merges the transforms into ``W`` by calling ``transform`` on the rows / columns of ``W``, so merging
+re-uses the forward math instead of re-deriving it.
+
+Parameter shapes (``n`` blocks; ``b = dim / n``):
+    ether:       {"u": (n, b)}
+    ether_plus:  {"u": (n, b), "v": (n, b)}          per side ("in" on d, "out" on f)
+    oft:         {"s": (n, b (b - 1) / 2)}           strictly upper triangle of S
+    naive:       {"r": (n, b, b)}
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+Params = dict[str, torch.Tensor]
+
+METHODS = ("ether", "ether_plus", "oft", "naive")
+# methods with a second transform on the output side of the layer
+OUTPUT_SIDE_METHODS = ("ether_plus",)
+_EPS = 1e-12
+
+
+# --------------------------------------------------------------------------- parameters
+def param_shapes(method: str, dim: int, n_blocks: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of one side's parameters for a dimension ``dim`` split into ``n_blocks`` blocks."""
+    b = dim // n_blocks
+    if method == "ether":
+        return {"u": (n_blocks, b)}
+    if method == "ether_plus":
+        return {"u": (n_blocks, b), "v": (n_blocks, b)}
+    if method == "oft":
+        return {"s": (n_blocks, b * (b - 1) // 2)}
+    if method == "naive":
+        return {"r": (n_blocks, b, b)}
+    raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+
+
+def init_params(method: str, dim: int, n_blocks: int, generator: torch.Generator | None = None) -> Params:
+    """Initial parameters of one side, in float32 on the CPU.
+
+    ``ether`` starts as a random reflection (kaiming-uniform ``u`` as in the authors' code, bound ``1/sqrt(b)``);
+    ``ether_plus`` starts at the identity (random ``u``, ``v = u``); ``oft`` and ``naive`` start at zero (identity).
+    """
+    shapes = param_shapes(method, dim, n_blocks)
+    if method in ("ether", "ether_plus"):
+        n, b = shapes["u"]
+        bound = 1.0 / math.sqrt(b)
+        u = (torch.rand(n, b, generator=generator) * 2 - 1) * bound
+        return {"u": u} if method == "ether" else {"u": u, "v": u.clone()}
+    return {k: torch.zeros(s) for k, s in shapes.items()}
+
+
+# --------------------------------------------------------------------------- dense blocks
+def _unit(u: torch.Tensor) -> torch.Tensor:
+    # (n, b) -> (n, b), each row of unit length
+    return u / u.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+
+
+def skew_from_params(s: torch.Tensor, b: int) -> torch.Tensor:
+    """(n, b(b-1)/2) strictly-upper entries -> (n, b, b) skew-symmetric S."""
+    n = s.shape[0]
+    rows, cols = torch.triu_indices(b, b, offset=1, device=s.device)
+    upper = s.new_zeros(n, b, b)
+    upper[:, rows, cols] = s
+    return upper - upper.transpose(-1, -2)
+
+
+def _block_size_from_oft(m: int) -> int:
+    # m = b (b - 1) / 2  ->  b
+    b = int(round((1 + math.sqrt(1 + 8 * m)) / 2))
+    if b * (b - 1) // 2 != m:
+        raise ValueError(f"oft parameter of length {m} is not b(b-1)/2 for any block size b")
+    return b
+
+
+def dense_blocks(method: str, params: Params) -> torch.Tensor:
+    """The ``n`` diagonal blocks ``(n, b, b)`` of the transform ``H`` (column-vector convention)."""
+    if method == "ether":
+        u = _unit(params["u"])
+        eye = torch.eye(u.shape[-1], dtype=u.dtype, device=u.device)
+        return eye - 2 * u.unsqueeze(-1) * u.unsqueeze(-2)
+    if method == "ether_plus":
+        u, v = _unit(params["u"]), _unit(params["v"])
+        eye = torch.eye(u.shape[-1], dtype=u.dtype, device=u.device)
+        return eye - u.unsqueeze(-1) * u.unsqueeze(-2) + v.unsqueeze(-1) * v.unsqueeze(-2)
+    if method == "oft":
+        s = params["s"]
+        b = _block_size_from_oft(s.shape[-1])
+        skew = skew_from_params(s, b)
+        eye = torch.eye(b, dtype=s.dtype, device=s.device).expand_as(skew)
+        # (I + S)(I - S)^-1 == (I - S)^-1 (I + S): the two factors commute
+        return torch.linalg.solve(eye - skew, eye + skew)
+    if method == "naive":
+        r = params["r"]
+        return torch.eye(r.shape[-1], dtype=r.dtype, device=r.device) + r
+    raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+
+
+def dense_matrix(method: str, params: Params) -> torch.Tensor:
+    """The full block-diagonal ``H`` (dim x dim). For tests and small layers only."""
+    return torch.block_diag(*dense_blocks(method, params).unbind(0))
+
+
+# --------------------------------------------------------------------------- activations
+def householder(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """ETHER on activations: per block ``x - 2 (x·û) û``. x (..., n*b), u (n, b) -> (..., n*b).  O(N d)."""
+    n, b = u.shape
+    uh = _unit(u).to(x.dtype)
+    xb = x.unflatten(-1, (n, b))  # (..., n, b)
+    coef = (xb * uh).sum(-1, keepdim=True)  # (..., n, 1)
+    return (xb - 2 * coef * uh).flatten(-2)
+
+
+def ether_plus_map(x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """ETHER+ on activations: per block ``x - (x·û) û + (x·v̂) v̂``. x (..., n*b), u, v (n, b)."""
+    n, b = u.shape
+    uh, vh = _unit(u).to(x.dtype), _unit(v).to(x.dtype)
+    xb = x.unflatten(-1, (n, b))  # (..., n, b)
+    cu = (xb * uh).sum(-1, keepdim=True)  # (..., n, 1)
+    cv = (xb * vh).sum(-1, keepdim=True)  # (..., n, 1)
+    return (xb - cu * uh + cv * vh).flatten(-2)
+
+
+def block_apply(x: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """x (..., n*b), blocks (n, b, b) -> (..., n*b) with each block ``x_i @ B_iᵀ`` (i.e. ``B_i x_i``)."""
+    n, b, _ = blocks.shape
+    xb = x.unflatten(-1, (n, b))  # (..., n, b)
+    return torch.einsum("...nb,ncb->...nc", xb, blocks.to(x.dtype)).flatten(-2)
+
+
+def transform(x: torch.Tensor, method: str, params: Params, transpose: bool = False) -> torch.Tensor:
+    """Apply ``H`` (or ``Hᵀ`` with ``transpose``) to the row vectors of ``x`` (..., dim): returns ``x @ Hᵀ``.
+
+    ``ether`` and ``ether_plus`` are symmetric, so ``transpose`` changes nothing for them.
+    """
+    if method == "ether":
+        return householder(x, params["u"])
+    if method == "ether_plus":
+        return ether_plus_map(x, params["u"], params["v"])
+    blocks = dense_blocks(method, params)  # (n, b, b): b^3 / b^2 work, independent of the number of tokens
+    if transpose:
+        blocks = blocks.transpose(-1, -2)
+    return block_apply(x, blocks)
+
+
+# --------------------------------------------------------------------------- layers
+def adapted_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    method: str,
+    params_in: Params,
+    params_out: Params | None = None,
+) -> torch.Tensor:
+    """``y = H̃ W H x + b`` on activations, never forming ``H`` or ``W H``.
+
+    x (..., d), weight (f, d), bias (f,) or None -> (..., f). ``params_out`` only for output-side methods.
+    """
+    h = transform(x, method, params_in)  # (..., d)
+    if params_out is None:
+        return F.linear(h, weight, bias)
+    y = transform(F.linear(h, weight), method, params_out)  # (..., f): the bias is not transformed
+    return y if bias is None else y + bias
+
+
+def fold_weight(weight: torch.Tensor, method: str, params_in: Params, params_out: Params | None = None) -> torch.Tensor:
+    """The merged weight ``H̃ W H`` (f, d), computed with ``transform`` (the forward math) in float32 or wider."""
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    w = weight.to(dtype)
+    # rows of W H are w_j H = (Hᵀ w_jᵀ)ᵀ: the transposed transform on the rows of W
+    w = transform(w, method, {k: p.to(dtype) for k, p in params_in.items()}, transpose=True)  # (f, d)
+    if params_out is not None:
+        # H̃ W = (Wᵀ H̃ᵀ)ᵀ: the plain transform on the rows of Wᵀ
+        w = transform(w.t(), method, {k: p.to(dtype) for k, p in params_out.items()}).t()  # (f, d)
+    return w.to(weight.dtype)
+
+
+def unfold_weight(weight: torch.Tensor, method: str, params_in: Params) -> torch.Tensor:
+    """Undo ``fold_weight`` for ``ether`` alone: ``(W H) H = W`` since a reflection is its own inverse."""
+    if method != "ether":
+        raise ValueError(f"{method} is not an involution; restore the saved weight instead")
+    return fold_weight(weight, method, params_in)
+
+
+def distance_to_identity(method: str, params: Params) -> torch.Tensor:
+    """``||H - I||_F`` over all blocks of one side, from the dense blocks (n b² memory)."""
+    blocks = dense_blocks(method, params)
+    eye = torch.eye(blocks.shape[-1], dtype=blocks.dtype, device=blocks.device)
+    return (blocks - eye).flatten().norm()

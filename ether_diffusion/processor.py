@@ -1,0 +1,150 @@
+"""The attention processor: owns the adapter parameters of one `Attention`, calls `functional` for the math.
+
+Follows the contract of diffusers' `AttnProcessor2_0` (diffusers 0.42, `models/attention_processor.py`): same
+reshapes, masks, norms and residual; attention itself is PyTorch SDPA, or xformers when asked for.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import functional as Fn
+from .functional import OUTPUT_SIDE_METHODS
+
+DEFAULT_ADAPTER = "default"
+
+
+def projection_key(projection: str) -> str:
+    """'to_out.0' -> 'to_out_0' (module names cannot hold dots)."""
+    return projection.replace(".", "_")
+
+
+def get_projection(attn: nn.Module, projection: str) -> nn.Linear:
+    return attn.to_out[0] if projection == "to_out.0" else getattr(attn, projection)
+
+
+class ProjectionAdapter(nn.Module):
+    """Parameters of one adapted projection: an input-side set and, for ETHER+, an output-side set."""
+
+    def __init__(self, method: str, in_features: int, out_features: int, n_blocks: int,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.method = method
+        self.p_in = nn.ParameterDict(
+            {k: nn.Parameter(t) for k, t in Fn.init_params(method, in_features, n_blocks, generator).items()})
+        self.p_out = None
+        if method in OUTPUT_SIDE_METHODS:
+            self.p_out = nn.ParameterDict(
+                {k: nn.Parameter(t) for k, t in Fn.init_params(method, out_features, n_blocks, generator).items()})
+
+    def params(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        p_in = dict(self.p_in.items())
+        return p_in, (dict(self.p_out.items()) if self.p_out is not None else None)
+
+
+class EtherAttnProcessor(nn.Module):
+    """An `nn.Module` attention processor holding one or more named adapters for the projections of its layer.
+
+    ``shapes`` maps projection names ('to_q', 'to_k', 'to_v', 'to_out.0') to ``(out_features, in_features)``.
+    """
+
+    def __init__(self, method: str, n_blocks: int, shapes: dict[str, tuple[int, int]],
+                 generator: torch.Generator | None = None, attention: str = "sdpa"):
+        super().__init__()
+        self.method = method
+        self.n_blocks = n_blocks
+        self.shapes = dict(shapes)
+        self.attention = attention
+        self.adapters = nn.ModuleDict()
+        self.active = DEFAULT_ADAPTER
+        self.add_adapter(DEFAULT_ADAPTER, generator)
+
+    def add_adapter(self, name: str, generator: torch.Generator | None = None) -> None:
+        self.adapters[name] = nn.ModuleDict({
+            projection_key(p): ProjectionAdapter(self.method, d, f, self.n_blocks, generator)
+            for p, (f, d) in self.shapes.items()
+        })
+
+    def adapter(self, projection: str, name: str | None = None) -> ProjectionAdapter | None:
+        group = self.adapters[name or self.active]
+        key = projection_key(projection)
+        return group[key] if key in group else None
+
+    # ------------------------------------------------------------------ projections
+    def project(self, attn: nn.Module, projection: str, x: torch.Tensor) -> torch.Tensor:
+        linear = get_projection(attn, projection)
+        adapter = self.adapter(projection)
+        if adapter is None:
+            return linear(x)
+        p_in, p_out = adapter.params()
+        return Fn.adapted_linear(x, linear.weight, linear.bias, self.method, p_in, p_out)
+
+    # ------------------------------------------------------------------ attention
+    def _attend(self, attn, query, key, value, attention_mask, batch_size):
+        head_dim = key.shape[-1] // attn.heads
+        # (B, N, H*D) -> (B, H, N, D)
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if self.attention == "xformers":
+            import xformers.ops as xops
+
+            # xformers takes (B, N, H, D) and an additive bias broadcast to (B, H, Nq, Nk)
+            bias = None
+            if attention_mask is not None:
+                bias = attention_mask.expand(-1, attn.heads, query.shape[2], -1)
+            out = xops.memory_efficient_attention(
+                query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), attn_bias=bias,
+                scale=1.0 / math.sqrt(head_dim)).transpose(1, 2)
+        else:
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
+                                                 is_causal=False)
+        # (B, H, N, D) -> (B, N, H*D)
+        return out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+
+    def forward(self, attn: nn.Module, hidden_states: torch.Tensor,
+                encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)  # (B, HW, C)
+        batch_size, sequence_length, _ = (
+            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape)
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = self.project(attn, "to_q", hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = self.project(attn, "to_k", encoder_hidden_states)
+        value = self.project(attn, "to_v", encoder_hidden_states)
+
+        hidden_states = self._attend(attn, query, key, value, attention_mask, batch_size)
+        hidden_states = self.project(attn, "to_out.0", hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)  # dropout
+
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+    # diffusers inspects `processor.__call__` to decide which cross_attention_kwargs to pass
+    __call__ = forward
