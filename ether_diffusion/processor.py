@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from . import functional as Fn
 from .functional import OUTPUT_SIDE_METHODS
+from .multi import PerSampleProjector
 
 DEFAULT_ADAPTER = "default"
 
@@ -112,7 +113,9 @@ class EtherAttnProcessor(nn.Module):
 
     def forward(self, attn: nn.Module, hidden_states: torch.Tensor,
                 encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+                temb: torch.Tensor | None = None, ether_adapters: list[str | None] | None = None,
+                **kwargs) -> torch.Tensor:
+        """diffusers' attention with adapted projections; ``ether_adapters`` picks an adapter per sample."""
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -128,16 +131,17 @@ class EtherAttnProcessor(nn.Module):
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
-        query = self.project(attn, "to_q", hidden_states)
+        project = self.project if ether_adapters is None else PerSampleProjector(self, ether_adapters, batch_size)
+        query = project(attn, "to_q", hidden_states)
         if encoder_hidden_states is None:
             encoder_hidden_states = hidden_states
         elif attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = self.project(attn, "to_k", encoder_hidden_states)
-        value = self.project(attn, "to_v", encoder_hidden_states)
+        key = project(attn, "to_k", encoder_hidden_states)
+        value = project(attn, "to_v", encoder_hidden_states)
 
         hidden_states = self._attend(attn, query, key, value, attention_mask, batch_size)
-        hidden_states = self.project(attn, "to_out.0", hidden_states)
+        hidden_states = project(attn, "to_out.0", hidden_states)
         hidden_states = attn.to_out[1](hidden_states)  # dropout
 
         if input_ndim == 4:

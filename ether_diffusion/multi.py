@@ -1,0 +1,133 @@
+"""Many adapters in one model: named adapters, and a different adapter for each sample of a batch.
+
+A reflection is a few numbers per layer, so one UNet can hold hundreds of subjects and apply a different one to each
+sample: the transforms act per sample on the activations while the (shared, frozen) projection weights are used once
+for the whole batch: no weight copies, no merging.
+
+    load_ether(pipe.unet, "dog_adapter", adapter_name="dog")
+    load_ether(pipe.unet, "cat_adapter", adapter_name="cat")
+    pipe(["a sks dog", "a sks cat", "a dog"], cross_attention_kwargs={"ether_adapters": ["dog", "cat", "none"]})
+
+``ether_adapters`` holds one name per sample of the UNet batch, or one per image of the conditional half: with
+classifier-free guidance the pipeline runs [unconditional, conditional] halves and the list is tiled, so each sample's
+unconditional pass uses that sample's adapter. ``"none"`` (or None) runs the base model for that sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import functional as Fn
+
+NONE = "none"
+
+
+# ------------------------------------------------------------------ per-sample math
+def _unit(u: torch.Tensor) -> torch.Tensor:
+    return u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def transform_per_sample(x: torch.Tensor, method: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """x (B, N, dim), params stacked per sample (B, ...) -> (B, N, dim): sample i uses params[:][i].
+
+    Same math as ``functional.transform`` with an extra leading batch dimension on the parameters.
+    """
+    if method in ("ether", "ether_plus"):
+        B, n, b = params["u"].shape
+        xb = x.unflatten(-1, (n, b))  # (B, N, n, b)
+        uh = _unit(params["u"]).to(x.dtype)[:, None]  # (B, 1, n, b)
+        cu = (xb * uh).sum(-1, keepdim=True)  # (B, N, n, 1)
+        if method == "ether":
+            return (xb - 2 * cu * uh).flatten(-2)
+        vh = _unit(params["v"]).to(x.dtype)[:, None]  # (B, 1, n, b)
+        cv = (xb * vh).sum(-1, keepdim=True)
+        return (xb - cu * uh + cv * vh).flatten(-2)
+    first = next(iter(params.values()))
+    blocks = torch.stack([Fn.dense_blocks(method, {k: p[i] for k, p in params.items()})
+                          for i in range(first.shape[0])])  # (B, n, b, b)
+    n, b = blocks.shape[1], blocks.shape[2]
+    xb = x.unflatten(-1, (n, b))  # (B, N, n, b)
+    return torch.einsum("sNnj,snkj->sNnk", xb, blocks.to(x.dtype)).flatten(-2)
+
+
+def adapted_linear_per_sample(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, method: str,
+                              p_in: dict, p_out: dict | None, active: torch.Tensor) -> torch.Tensor:
+    """``y_i = H̃_i W H_i x_i + b`` for each sample i with ``active[i]``, ``W x_i + b`` otherwise. x (B, N, d)."""
+    keep = active.view(-1, *([1] * (x.dim() - 1)))  # (B, 1, 1)
+    h = torch.where(keep, transform_per_sample(x, method, p_in), x)
+    if p_out is None:
+        return F.linear(h, weight, bias)
+    y = F.linear(h, weight)
+    y = torch.where(keep, transform_per_sample(y, method, p_out), y)
+    return y if bias is None else y + bias
+
+
+# ------------------------------------------------------------------ processor side
+def expand_names(names: Sequence[str | None], batch: int) -> list[str]:
+    """One adapter name per sample of a batch of ``batch``: as given, or tiled when the batch is a multiple (CFG)."""
+    names = [NONE if n is None else str(n) for n in names]
+    if not names or batch % len(names):
+        raise ValueError(f"ether_adapters has {len(names)} names for a batch of {batch}: give one per sample, or "
+                         "one per image of the conditional half when classifier-free guidance doubles the batch")
+    return names * (batch // len(names))
+
+
+class PerSampleProjector:
+    """Computes a processor's projections with a per-sample choice among its named adapters."""
+
+    def __init__(self, proc: nn.Module, names: Sequence[str | None], batch: int):
+        self.proc = proc
+        self.names = expand_names(names, batch)
+        unknown = sorted({n for n in self.names if n != NONE and n not in proc.adapters})
+        if unknown:
+            raise KeyError(f"ether_adapters names {unknown} are not loaded; loaded: {sorted(proc.adapters)} "
+                           f"(load_ether(model, path, adapter_name=...)), or 'none' for the base model")
+        fallback = next(n for n in list(self.names) + list(proc.adapters) if n != NONE)
+        self.lookup = [fallback if n == NONE else n for n in self.names]
+        self.active = None
+
+    def _stack(self, projection: str):
+        adapters = {n: self.proc.adapter(projection, n) for n in set(self.lookup)}
+        if any(a is None for a in adapters.values()):
+            return None, None
+        per = [adapters[n].params() for n in self.lookup]
+        p_in = {k: torch.stack([pi[k] for pi, _ in per]) for k in per[0][0]}  # (B, ...)
+        p_out = None if per[0][1] is None else {k: torch.stack([po[k] for _, po in per]) for k in per[0][1]}
+        return p_in, p_out
+
+    def __call__(self, attn: nn.Module, projection: str, x: torch.Tensor) -> torch.Tensor:
+        from .processor import get_projection
+
+        linear = get_projection(attn, projection)
+        p_in, p_out = self._stack(projection)
+        if p_in is None:
+            return linear(x)
+        if self.active is None or self.active.device != x.device:
+            self.active = torch.tensor([n != NONE for n in self.names], device=x.device)
+        return adapted_linear_per_sample(x, linear.weight, linear.bias, self.proc.method, p_in, p_out, self.active)
+
+
+# ------------------------------------------------------------------ model-level helpers
+def adapter_names(model: nn.Module) -> list[str]:
+    """Names of the adapters loaded in ``model``."""
+    from .patch import get_state
+
+    procs = list(get_state(model).processors.values())
+    return list(procs[0].adapters) if procs else []
+
+
+def set_active_adapter(model: nn.Module, name: str) -> None:
+    """Use the named adapter for every sample (merge_ether folds the active one)."""
+    from .patch import get_state
+
+    names = adapter_names(model)
+    if get_state(model).merged:
+        raise RuntimeError("unmerge_ether(model) before switching adapters: the merged weights hold the active one")
+    if name not in names:
+        raise KeyError(f"adapter {name!r} is not loaded; loaded: {names}")
+    for proc in get_state(model).processors.values():
+        proc.active = name
