@@ -1,0 +1,152 @@
+"""Subject-driven protocol: DINO, CLIP-I, CLIP-T, LPIPS (+ DreamBooth's diversity) per method, subject and prompt.
+
+Follows OFT's official evaluation (`Zeju1997/oft`, `oft-db/eval.py`), whose "Real images" row the ETHER paper
+reprints: every real image of the subject x every generated image, one flat mean over all pairs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from eval.batching import embed_files
+from eval.config import DreamBoothEvalConfig, config_to_dict
+from eval.distributed import pick_device
+from eval.dreambooth_lpips import lpips_generated, lpips_real_self_pairs
+from eval.encoders import load_clip, load_dino
+from eval.images import subject_images
+from eval.lpips_metric import load_lpips
+from eval.manifest import ManifestRow, read_manifest
+from eval.pairwise import cosine_matrix, flat_mean, grouped_flat_means, off_diagonal, pair_count
+from eval.provenance import provenance
+
+PROTOCOL = {
+    "name": "dreambooth",
+    "source": "OFT official eval (Zeju1997/oft oft-db/eval.py), reused by the ETHER paper",
+    "pairs": "every real image of the subject x each generated image; flat mean over all pairs",
+    "dino": "CLS token of last_hidden_state, cosine",
+    "clip_i": "cosine of projected image embeddings",
+    "clip_t": "cosine of projected image and prompt embeddings (raw, not x100)",
+    "lpips": "lpips net='alex' v0.1, images resized to 512 x 512 and scaled to [-1, 1]",
+    "lpips_diversity": "DreamBooth paper's diversity: LPIPS between generated images of the same subject and prompt",
+    "real_images": "real x real pairs of each subject, i != j",
+}
+SIMILARITY_METRICS = ("dino", "clip_i")
+
+
+def prompt_key(row: ManifestRow) -> str:
+    """Per-prompt grouping: the prompt list index when the manifest has it, else the prompt text."""
+    return f"{row.prompt_index:02d}" if row.prompt_index is not None else row.prompt
+
+
+def _summaries(values: Sequence[np.ndarray | None], rows: Sequence[ManifestRow]) -> dict[str, Any]:
+    """Flat means of one metric over the rows' pair values: overall, per subject, per prompt."""
+    kept = [(v, r) for v, r in zip(values, rows, strict=True) if v is not None]
+    vals = [v for v, _ in kept]
+    return {"mean": flat_mean(vals), "pairs": pair_count(vals),
+            "per_subject": grouped_flat_means(vals, [r.subject for _, r in kept]),
+            "per_prompt": grouped_flat_means(vals, [prompt_key(r) for _, r in kept])}
+
+
+def aggregate(per_row: dict[str, Sequence[np.ndarray | None]], rows: Sequence[ManifestRow]) -> dict[str, Any]:
+    """{method: {n_images, means, pairs, per_subject, per_prompt}} from per-row pair values of each metric."""
+    out: dict[str, Any] = {}
+    for method in dict.fromkeys(r.method for r in rows):
+        idx = [i for i, r in enumerate(rows) if r.method == method]
+        sub = [rows[i] for i in idx]
+        stats = {m: _summaries([v[i] for i in idx], sub) for m, v in per_row.items()}
+        subjects = list(dict.fromkeys(r.subject for r in sub))
+        prompts = {k: next(r.prompt for r in sub if prompt_key(r) == k) for k in dict.fromkeys(map(prompt_key, sub))}
+        out[method] = {
+            "n_images": len(idx),
+            "means": {m: s["mean"] for m, s in stats.items()},
+            "pairs": {m: s["pairs"] for m, s in stats.items()},
+            "per_subject": {s: {m: st["per_subject"].get(s) for m, st in stats.items()} for s in subjects},
+            "per_prompt": {k: {"example_prompt": p, **{m: st["per_prompt"].get(k) for m, st in stats.items()}}
+                           for k, p in prompts.items()},
+        }
+    return out
+
+
+def _real_row(self_pairs: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    metrics = list(self_pairs)
+    subjects = list(next(iter(self_pairs.values()))) if self_pairs else []
+    return {"means": {m: flat_mean(list(self_pairs[m].values())) for m in metrics},
+            "pairs": {m: pair_count(list(self_pairs[m].values())) for m in metrics},
+            "per_subject": {s: {m: flat_mean([self_pairs[m][s]]) for m in metrics} for s in subjects}}
+
+
+def _strip(prompt: str, word: str | None) -> str:
+    return " ".join(w for w in prompt.split() if w != word) if word else prompt
+
+
+def evaluate_dreambooth(cfg: DreamBoothEvalConfig) -> dict[str, Any]:
+    """Score the generated images of `cfg.generated` against `cfg.real`; returns the metrics.json payload."""
+    rows = read_manifest(cfg.generated, require=("subject",))
+    subjects = list(dict.fromkeys(r.subject for r in rows))
+    real = {s: subject_images(cfg.real, s) for s in subjects}
+    real_paths = [p for s in subjects for p in real[s]]
+    real_slice, start = {}, 0
+    for s in subjects:
+        real_slice[s], start = slice(start, start + len(real[s])), start + len(real[s])
+    device = pick_device(cfg.device)
+    gen_paths = [r.path for r in rows]
+    per_row: dict[str, list] = {}
+    self_pairs: dict[str, dict[str, np.ndarray]] = {}
+    models: dict[str, Any] = {}
+
+    encoders = {"dino": ("dino", load_dino, cfg.dino), "clip_i": ("clip", load_clip, cfg.clip)}
+    clip = None
+    for metric in SIMILARITY_METRICS:
+        needs_clip_t = metric == "clip_i" and "clip_t" in cfg.metrics
+        if metric not in cfg.metrics and not needs_clip_t:
+            continue
+        name, loader, spec = encoders[metric]
+        encoder = loader(spec, device, cfg.random_init, cfg.seed)
+        models[name] = encoder.info
+        gen = embed_files(gen_paths, encoder.embed_images, cfg.batch_size, f"{metric} generated")  # (G, D)
+        if metric in cfg.metrics:
+            ref = embed_files(real_paths, encoder.embed_images, cfg.batch_size, f"{metric} real")  # (R_all, D)
+            per_row[metric] = [cosine_matrix(gen[i : i + 1], ref[real_slice[r.subject]]).numpy()[0]
+                               for i, r in enumerate(rows)]  # each (R_s,)
+            if cfg.real_self_pairs:
+                self_pairs[metric] = {s: off_diagonal(cosine_matrix(ref[real_slice[s]], ref[real_slice[s]]).numpy())
+                                      for s in subjects}
+        if needs_clip_t:
+            clip, clip_gen = encoder, gen
+    if clip is not None:
+        prompts = [_strip(r.prompt, cfg.clip_t_remove) for r in rows]
+        unique = list(dict.fromkeys(prompts))
+        text = torch.cat([clip.embed_texts(unique[i : i + cfg.batch_size])
+                          for i in range(0, len(unique), cfg.batch_size)])  # (P, D)
+        text_of = {p: text[i] for i, p in enumerate(unique)}
+        per_row["clip_t"] = [cosine_matrix(clip_gen[i : i + 1], text_of[p][None]).numpy()[0]
+                             for i, p in enumerate(prompts)]  # each (1,)
+
+    if {"lpips", "lpips_diversity"} & set(cfg.metrics):
+        model, models["lpips"] = load_lpips(device, cfg.lpips_backbone, cfg.random_init, cfg.seed)
+        cross, div = lpips_generated(model, rows, real, prompt_key, device, cfg.lpips_size, cfg.batch_size,
+                                     diversity="lpips_diversity" in cfg.metrics)
+        if "lpips" in cfg.metrics:
+            per_row["lpips"] = cross
+            if cfg.real_self_pairs:
+                self_pairs["lpips"] = lpips_real_self_pairs(model, real, device, cfg.lpips_size, cfg.batch_size)
+        if "lpips_diversity" in cfg.metrics:
+            per_row["lpips_diversity"] = div
+
+    order = [m for m in cfg.metrics if m in per_row]
+    return {
+        **provenance(cfg.random_init),
+        "protocol": PROTOCOL,
+        "models": models,
+        "config": config_to_dict(cfg),
+        "n_images": len(rows),
+        "subjects": {s: [str(p) for p in real[s]] for s in subjects},
+        "results": aggregate({m: per_row[m] for m in order}, rows),
+        "real_images": _real_row(self_pairs) if self_pairs else None,
+        "generated": [{"path": str(r.path), "method": r.method, "subject": r.subject, "prompt": r.prompt}
+                      for r in rows],
+    }
