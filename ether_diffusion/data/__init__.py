@@ -1,0 +1,1 @@
+"""Datasets: robust image-folder loading (images.py) and the DreamBooth instance/class dataset (dreambooth.py)."""

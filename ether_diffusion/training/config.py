@@ -1,0 +1,235 @@
+"""One config system for every script: a typed dataclass, filled from defaults < YAML file < command line.
+
+Generic over the dataclass, so each training script only declares its fields::
+
+    cfg = parse_config(DreamBoothConfig, argv)          # --config file.yaml --learning_rate 1e-4 ...
+    cfg = load_config(DreamBoothConfig, "file.yaml", learning_rate=1e-4)   # the same from Python
+    save_config(cfg, "out/train_config.yaml")            # the resolved config, beside the weights
+
+Supported field types: bool, int, float, str, ``X | None``, ``tuple[str, ...]`` (or of int/float) and
+``Literal[...]``. An unknown key or a value of the wrong type is one `ConfigError` line naming the key; dataclasses
+call `check_fields(self)` in ``__post_init__`` so the Python API is validated the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..config import ConfigError
+
+_NONE_WORDS = ("none", "null", "~")
+_TRUE_WORDS = ("true", "yes", "1", "on")
+_FALSE_WORDS = ("false", "no", "0", "off")
+
+
+# ------------------------------------------------------------------ types
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``X | None`` -> (X, True); X -> (X, False)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+        raise TypeError(f"unsupported union type {tp}")
+    return tp, False
+
+
+def _type_name(tp: Any) -> str:
+    base, optional = _unwrap_optional(tp)
+    if typing.get_origin(base) is Literal:
+        name = "one of " + ", ".join(repr(a) for a in typing.get_args(base))
+    elif typing.get_origin(base) is tuple:
+        name = f"a list of {typing.get_args(base)[0].__name__}"
+    else:
+        name = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(base, str(base))
+    return name + (" or null" if optional else "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against ``tp`` (the exact types YAML and Python produce); returns it normalised."""
+    base, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+    elif typing.get_origin(base) is Literal:
+        if value in typing.get_args(base):
+            return value
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of "
+                          f"{', '.join(repr(a) for a in typing.get_args(base))}")
+    elif typing.get_origin(base) is tuple:
+        item = typing.get_args(base)[0]
+        items = [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
+        if isinstance(items, (list, tuple)):
+            return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(items))
+    elif base is bool:
+        if isinstance(value, bool):
+            return value
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif base is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"config field {key} has unsupported type {tp}")
+    raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _from_string(text: str, tp: Any, key: str) -> Any:
+    """A command-line string -> a value of type ``tp`` (then checked by `_coerce`)."""
+    base, optional = _unwrap_optional(tp)
+    if optional and text.lower() in _NONE_WORDS:
+        return None
+    try:
+        if typing.get_origin(base) is Literal:
+            args = typing.get_args(base)
+            return next((a for a in args if str(a) == text), text)
+        if base is bool:
+            if text.lower() in _TRUE_WORDS + _FALSE_WORDS:
+                return text.lower() in _TRUE_WORDS
+            return text
+        if base is int:
+            return int(text)
+        if base is float:
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"--{key} must be {_type_name(tp)}, got {text!r}") from None
+    return text
+
+
+def check_fields(obj: Any) -> None:
+    """Type-check (and normalise, e.g. list -> tuple, int -> float) every field of a dataclass instance in place."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = _coerce(getattr(obj, f.name), hints[f.name], f.name)
+        object.__setattr__(obj, f.name, value)
+
+
+# ------------------------------------------------------------------ YAML
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found; pass --config with a YAML file, "
+                          "e.g. configs/dreambooth/ether.yaml")
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+# ------------------------------------------------------------------ building
+def _unknown_key_error(cls: type, key: str, where: str) -> ConfigError:
+    known = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"see `--help` for the {len(known)} known keys"
+    return ConfigError(f"unknown config key {key!r}{where}; {hint}")
+
+
+def check_values(cls: type, values: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Unknown keys and wrong types in ``values`` -> one `ConfigError`; ``where`` names the source."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise _unknown_key_error(cls, key, where)
+    hints = _hints(cls)
+    try:
+        return {k: _coerce(v, hints[k], k) for k, v in values.items()}
+    except ConfigError as e:
+        raise ConfigError(f"{e}{where}") from None
+
+
+def config_from_dict(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    """``cls(**values)``, checked first by `check_values`."""
+    return cls(**check_values(cls, values, where))
+
+
+def load_config(cls: type, path: str | Path | None = None, **overrides: Any) -> Any:
+    """Defaults < YAML file at ``path`` < keyword ``overrides``."""
+    values = check_values(cls, read_yaml(path), where=f" in {path}") if path is not None else {}
+    return config_from_dict(cls, {**values, **overrides})
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return {f.name: (list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v) for f in dataclasses.fields(cfg)}
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML (loadable again with ``--config``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# resolved {type(cfg).__name__}, written by ether-diffusion\n"
+                    + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return path
+
+
+def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
+    """``--config FILE`` plus one ``--<field>`` per dataclass field (help from the field's metadata)."""
+    parser = argparse.ArgumentParser(description=description or (cls.__doc__ or "").strip().splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", default=None, help="YAML file of config values; command-line flags override it")
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        base, _ = _unwrap_optional(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kw: dict[str, Any] = dict(default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} "
+                                  f"[{_type_name(hints[f.name])}; default: {default!r}]")
+        if typing.get_origin(base) is tuple:
+            kw["nargs"] = "+"
+        elif base is bool:
+            kw["nargs"] = "?"
+            kw["const"] = "true"
+        parser.add_argument(f"--{f.name}", **kw)
+    return parser
+
+
+def parse_config(cls: type, argv: list[str] | None = None, description: str | None = None) -> Any:
+    """Parse ``argv`` (default: sys.argv) into ``cls``: defaults < ``--config`` YAML < flags."""
+    parser = build_parser(cls, description)
+    ns = vars(parser.parse_args(argv))
+    path = ns.pop("config")
+    hints = _hints(cls)
+    overrides = {}
+    for key, raw in ns.items():
+        base, optional = _unwrap_optional(hints[key])
+        if isinstance(raw, list):
+            if optional and len(raw) == 1 and raw[0].lower() in _NONE_WORDS:
+                overrides[key] = None
+            else:
+                overrides[key] = [_from_string(r, typing.get_args(base)[0], key) for r in raw]
+        else:
+            overrides[key] = _from_string(raw, hints[key], key)
+    return load_config(cls, path, **overrides)

@@ -1,0 +1,48 @@
+"""The denoising loss of latent diffusion training, epsilon or v-prediction, with all randomness from one generator.
+
+Drawing noise, timesteps and VAE samples from an explicit `torch.Generator` (checkpointed with the run) is what makes
+a resumed run continue exactly where the interrupted one was.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def randn(shape, generator: torch.Generator, device, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
+@torch.no_grad()
+def encode_latents(vae, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, 4, H/8, W/8) scaled latents, sampled from the VAE posterior."""
+    dist = vae.encode(pixels.to(vae.dtype)).latent_dist
+    sample = dist.mean + dist.std * randn(dist.mean.shape, generator, dist.mean.device, dist.mean.dtype)
+    return sample * vae.config.scaling_factor
+
+
+def diffusion_target(noise_scheduler, latents, noise, timesteps) -> torch.Tensor:
+    kind = noise_scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return noise_scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"prediction_type {kind!r} is not supported; use 'epsilon' or 'v_prediction'")
+
+
+def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                   generator: torch.Generator, **unet_kwargs) -> torch.Tensor:
+    """Per-sample MSE between the UNet's prediction and its target at a random timestep; shape (B,).
+
+    ``latents`` (B, 4, h, w); ``encoder_hidden_states`` (B, 77, C). Extra ``unet_kwargs`` go to the UNet call (e.g. a
+    control residual for S2I).
+    """
+    b = latents.shape[0]
+    noise = randn(latents.shape, generator, latents.device, torch.float32).to(latents.dtype)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator,
+                      device=generator.device).to(latents.device)
+    noisy = noise_scheduler.add_noise(latents, noise, t)
+    pred = unet(noisy, t, encoder_hidden_states, return_dict=False, **unet_kwargs)[0]
+    target = diffusion_target(noise_scheduler, latents, noise, t)
+    return F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))

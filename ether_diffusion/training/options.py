@@ -1,0 +1,110 @@
+"""`TrainConfig`: the fields every training script shares (model, adapter, optimiser, precision, logging, checkpoints).
+
+A script's config subclasses it and adds its data fields (see `DreamBoothConfig`). Flag names follow diffusers'
+example scripts (`--learning_rate`, `--train_batch_size`, ...) so their users find what they expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..config import PROJECTIONS, ConfigError
+from ..functional import METHODS
+from .config import check_fields
+
+ADAPTER_METHODS = (*METHODS, "lora")
+SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Shared training options."""
+
+    # ---- model
+    pretrained_model_name_or_path: str = _f(SD15_ID, "base model: hub id, local diffusers folder, or 'tiny' (random "
+                                                     "CPU model for smoke tests)")
+    revision: str | None = _f(None, "hub revision of the base model")
+    variant: str | None = _f(None, "weights variant of the base model, e.g. 'fp16'")
+    prediction_type: Literal["epsilon", "v_prediction"] | None = _f(
+        None, "training target; default: the base model's scheduler config (SD 1.5: epsilon, SD 2.x 768: v_prediction)")
+    # ---- adapter
+    method: Literal["ether", "ether_plus", "oft", "naive", "lora"] = _f("ether", "adapter: " + ", ".join(ADAPTER_METHODS))
+    n_blocks: int = _f(4, "diagonal blocks per transform (ether, ether_plus, oft, naive)")
+    target_modules: tuple[str, ...] = _f(PROJECTIONS, "attention projections to adapt (suffix match)")
+    init_seed: int | None = _f(None, "seed of the adapter's random init (ether / ether_plus); default: --seed")
+    lora_rank: int = _f(4, "LoRA rank (method=lora)")
+    lora_alpha: float | None = _f(None, "LoRA alpha; default: lora_rank (scale 1)")
+    attention: Literal["sdpa", "xformers"] = _f("sdpa", "attention kernel: PyTorch SDPA, or xformers when installed")
+    # ---- output and logging
+    output_dir: str = _f("runs/dreambooth", "where the adapter, config, checkpoints, logs and validation images go")
+    logging_dir: str = _f("logs", "tracker folder, relative to output_dir")
+    report_to: Literal["tensorboard", "wandb", "all", "none"] = _f(
+        "tensorboard", "trackers: tensorboard, wandb, all (every installed one) or none")
+    tracker_project_name: str = _f("ether-diffusion", "project name in the trackers")
+    # ---- optimisation
+    learning_rate: float = _f(1e-3, "initial learning rate (after warm-up), before scale_lr")
+    scale_lr: bool = _f(False, "multiply the learning rate by processes x batch size x accumulation steps")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
+                          "polynomial"] = _f("constant", "diffusers.optimization scheduler")
+    lr_warmup_steps: int = _f(0, "warm-up steps of the scheduler")
+    lr_num_cycles: int = _f(1, "restarts of cosine_with_restarts")
+    lr_power: float = _f(1.0, "power of the polynomial scheduler")
+    adam_beta1: float = _f(0.9, "AdamW beta1")
+    adam_beta2: float = _f(0.999, "AdamW beta2")
+    adam_weight_decay: float = _f(1e-2, "AdamW weight decay")
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon")
+    use_8bit_adam: bool = _f(False, "bitsandbytes 8-bit AdamW (pip install bitsandbytes; CUDA only)")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 turns clipping off)")
+    # ---- loop
+    train_batch_size: int = _f(1, "batch size per device (prior preservation doubles it with class images)")
+    max_train_steps: int | None = _f(None, "optimiser steps; overrides num_train_epochs when set")
+    num_train_epochs: int = _f(1, "epochs, when max_train_steps is not set")
+    gradient_accumulation_steps: int = _f(1, "batches accumulated per optimiser step")
+    gradient_checkpointing: bool = _f(False, "recompute UNet activations in the backward pass (saves memory)")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = _f(
+        None, "frozen weights in fp16/bf16 (adapter parameters stay fp32); default: accelerate's config")
+    allow_tf32: bool = _f(False, "TF32 matmuls on Ampere+ GPUs")
+    seed: int | None = _f(None, "seed of data order, noise and validation images; a fixed seed makes a run "
+                                "(and its resume) reproducible")
+    dataloader_num_workers: int = _f(0, "data-loading worker processes")
+    # ---- validation
+    validation_prompt: str | None = _f(None, "prompt of the validation images; none turns validation off")
+    num_validation_images: int = _f(4, "validation images per validation")
+    validation_steps: int = _f(100, "validate every N optimiser steps (and at the end)")
+    validation_inference_steps: int = _f(25, "sampler steps of the validation images")
+    validation_guidance_scale: float = _f(7.5, "classifier-free guidance of the validation images")
+    # ---- checkpoints
+    checkpointing_steps: int = _f(500, "save a resumable checkpoint every N optimiser steps")
+    checkpoints_total_limit: int | None = _f(None, "keep at most this many checkpoints (oldest deleted)")
+    resume_from_checkpoint: str | None = _f(None, "'latest' (last complete checkpoint in output_dir, or a fresh "
+                                                  "start if none) or a checkpoint folder")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        positive = ("n_blocks", "lora_rank", "train_batch_size", "num_train_epochs", "gradient_accumulation_steps",
+                    "num_validation_images", "validation_steps", "validation_inference_steps", "checkpointing_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_train_steps", "checkpoints_total_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 or null, got {getattr(self, name)}")
+        for name in ("learning_rate", "adam_epsilon"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "dataloader_num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.pretrained_model_name_or_path:
+            raise ConfigError("pretrained_model_name_or_path is empty; pass a hub id, a local folder or 'tiny'")
+        if self.method == "lora" and any(not any(t.endswith(p) for p in PROJECTIONS) for t in self.target_modules):
+            raise ConfigError(f"target_modules {list(self.target_modules)} must end in one of {PROJECTIONS}")
+
+    @property
+    def adapter_seed(self) -> int | None:
+        return self.init_seed if self.init_seed is not None else self.seed
