@@ -1,0 +1,147 @@
+"""DreamBooth subject training with any adapter of `ADAPTER_METHODS`: `DreamBoothConfig` and `train_dreambooth(cfg)`.
+
+The base UNet, VAE and text encoder stay frozen (fp16/bf16 under mixed precision); only the adapter trains (fp32).
+The instance and class prompts are fixed, so their text embeddings are computed once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler
+
+from ..config import ConfigError
+from ..data.dreambooth import DreamBoothDataset, collate
+from ..models.loading import load_pipeline
+from .accelerator import build_accelerator, weight_dtype
+from .adapters import add_adapter_from_config, save_adapter
+from .checkpoint import register_trainable_state_hooks
+from .class_images import ensure_class_images
+from .config import save_config
+from .loop import plan_steps, train_loop
+from .loss import diffusion_loss, encode_latents
+from .optim import build_lr_scheduler, build_optimizer
+from .options import TrainConfig, _f
+from .validation import run_validation
+
+ADAPTER_DIR = "adapter"
+CONFIG_FILE = "train_config.yaml"
+
+
+@dataclass
+class DreamBoothConfig(TrainConfig):
+    """DreamBooth training of an ETHER / ETHER+ / OFT / naive / LoRA adapter on a few images of one subject."""
+
+    instance_data_dir: str = _f("", "folder of the subject's images (required)")
+    instance_prompt: str = _f("", "prompt with the rare identifier, e.g. 'a photo of sks dog' (required)")
+    with_prior_preservation: bool = _f(False, "add the prior-preservation loss on class images")
+    class_data_dir: str | None = _f(None, "folder of class images; missing ones are generated and kept there "
+                                          "(default: <output_dir>/class_images)")
+    class_prompt: str | None = _f(None, "prompt of the class images, e.g. 'a photo of dog' (prior preservation)")
+    prior_loss_weight: float = _f(1.0, "weight of the prior-preservation loss")
+    num_class_images: int = _f(100, "class images wanted for prior preservation")
+    sample_batch_size: int = _f(4, "batch size when generating class images")
+    class_inference_steps: int = _f(50, "sampler steps when generating class images")
+    resolution: int = _f(512, "training resolution (images are resized and cropped to it)")
+    center_crop: bool = _f(False, "centre crop instead of a random crop")
+    random_flip: bool = _f(False, "random horizontal flips")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.instance_data_dir:
+            raise ConfigError("instance_data_dir is required: pass --instance_data_dir with the subject's images")
+        if not self.instance_prompt:
+            raise ConfigError("instance_prompt is required, e.g. --instance_prompt 'a photo of sks dog'")
+        if self.with_prior_preservation and not self.class_prompt:
+            raise ConfigError("with_prior_preservation needs class_prompt, e.g. --class_prompt 'a photo of dog'")
+        for name in ("num_class_images", "sample_batch_size", "class_inference_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.resolution < 8 or self.resolution % 8:
+            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+        if self.prior_loss_weight < 0:
+            raise ConfigError(f"prior_loss_weight must be >= 0, got {self.prior_loss_weight}")
+
+
+@torch.no_grad()
+def encode_prompt(pipeline, prompt: str, device) -> torch.Tensor:
+    """(1, 77, C) hidden states of the frozen text encoder."""
+    ids = pipeline.tokenizer(prompt, padding="max_length", max_length=pipeline.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(device)
+    return pipeline.text_encoder(ids)[0]
+
+
+def train_dreambooth(cfg: DreamBoothConfig) -> dict:
+    """Train, save ``<output_dir>/adapter`` (+ ``train_config.yaml``); returns paths and the final step."""
+    accelerator = build_accelerator(cfg)
+    dtype, device = weight_dtype(accelerator), accelerator.device
+    seed = cfg.seed if cfg.seed is not None else 0
+    pipe = load_pipeline(cfg.pretrained_model_name_or_path, revision=cfg.revision, variant=cfg.variant)
+
+    class_dir = None
+    if cfg.with_prior_preservation:
+        class_dir = ensure_class_images(
+            accelerator, pipe, cfg.class_data_dir or Path(cfg.output_dir) / "class_images", cfg.class_prompt,
+            cfg.num_class_images, cfg.resolution, cfg.sample_batch_size, cfg.class_inference_steps, seed, dtype)
+    dataset = DreamBoothDataset(cfg.instance_data_dir, cfg.resolution, cfg.center_crop, cfg.random_flip,
+                                class_dir, seed)
+
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    if cfg.prediction_type is not None:
+        noise_scheduler.register_to_config(prediction_type=cfg.prediction_type)
+    unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False)
+        module.to(device)
+        if dtype != torch.float32:
+            module.to(dtype)
+    vae.eval()
+    text_encoder.eval()
+    params = add_adapter_from_config(unet, cfg)  # fp32, on the UNet's device
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    instance_emb = encode_prompt(pipe, cfg.instance_prompt, device)
+    class_emb = encode_prompt(pipe, cfg.class_prompt, device) if cfg.with_prior_preservation else None
+
+    optimizer = build_optimizer(params, cfg, accelerator.num_processes)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size, shuffle=True, collate_fn=collate,
+                                         num_workers=cfg.dataloader_num_workers)
+    register_trainable_state_hooks(accelerator)
+    unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
+    plan = plan_steps(cfg, len(loader))
+    lr_scheduler = accelerator.prepare(build_lr_scheduler(optimizer, cfg, plan.max_train_steps,
+                                                          accelerator.num_processes))
+    if accelerator.is_main_process:
+        hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in vars(cfg).items()}
+        accelerator.init_trackers(cfg.tracker_project_name, config=hparams)
+    generator = torch.Generator(device=device).manual_seed(seed + accelerator.process_index)
+
+    def compute_loss(batch):
+        is_prior = batch["is_prior"].to(device)
+        latents = encode_latents(vae, batch["pixels"].to(device, dtype), generator)  # (B', 4, R/8, R/8)
+        n_prior = int(is_prior.sum())
+        emb = instance_emb.expand(len(is_prior) - n_prior, -1, -1)
+        if n_prior:
+            emb = torch.cat([emb, class_emb.expand(n_prior, -1, -1)])  # (B', 77, C)
+        per_sample = diffusion_loss(unet, noise_scheduler, latents, emb, generator)  # (B',)
+        if not n_prior:
+            return per_sample.mean(), {}
+        instance, prior = per_sample[~is_prior].mean(), per_sample[is_prior].mean()
+        return instance + cfg.prior_loss_weight * prior, {"instance_loss": instance.item(), "prior_loss": prior.item()}
+
+    validate = lambda step: run_validation(accelerator, pipe, cfg, step, cfg.resolution, cfg.resolution)  # noqa: E731
+    step = train_loop(accelerator, cfg, unet, optimizer, lr_scheduler, loader, params, compute_loss, plan,
+                      generator, on_validation=validate)
+
+    accelerator.wait_for_everyone()
+    adapter_dir = Path(cfg.output_dir) / ADAPTER_DIR
+    if accelerator.is_main_process:
+        save_adapter(accelerator.unwrap_model(unet), cfg.method, adapter_dir)
+        save_config(cfg, adapter_dir / CONFIG_FILE)
+        if step % cfg.validation_steps:  # the last step was not validated yet
+            validate(step)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return {"output_dir": Path(cfg.output_dir), "adapter_dir": adapter_dir, "step": step}
