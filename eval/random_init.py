@@ -6,6 +6,7 @@ their numbers mean nothing: a report made with them says so in its first line.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,11 +55,16 @@ def tiny_clip(seed: int) -> tuple[CLIPModel, CLIPImageProcessorPil]:
     return model, CLIPImageProcessorPil()  # OpenAI CLIP preprocessing: resize 224 bicubic, crop 224
 
 
-def open_clip_tokenize(texts: list[str]) -> dict[str, torch.Tensor]:
-    """The real CLIP BPE tokenizer shipped inside open_clip_torch -> {'input_ids': (N, 77)} (0-padded, no mask)."""
+@functools.lru_cache(maxsize=1)
+def _open_clip_tokenizer():
     import open_clip
 
-    return {"input_ids": open_clip.get_tokenizer("ViT-L-14")(texts)}
+    return open_clip.get_tokenizer("ViT-L-14")
+
+
+def open_clip_tokenize(texts: list[str]) -> dict[str, torch.Tensor]:
+    """The real CLIP BPE tokenizer shipped inside open_clip_torch -> {'input_ids': (N, 77)} (0-padded, no mask)."""
+    return {"input_ids": _open_clip_tokenizer()(texts)}
 
 
 def tiny_segmenter(seed: int, num_classes: int) -> tuple[SegformerForSemanticSegmentation, SegformerImageProcessorPil]:
