@@ -1,0 +1,149 @@
+"""Sample images from a base model with one adapter (or none) for a prompt list, and write ``manifest.jsonl``.
+
+Prompts: the user's (``prompts`` / ``prompts_file``) or the 25 DreamBooth evaluation prompts of a ``subject``.
+Image ``j`` of prompt ``i`` uses seed ``seed + i * num_images_per_prompt + j`` with a CPU generator, so it is the
+same image whatever the batch size, the number of processes or the GPU. Batches are split across the processes of
+``accelerate launch``; every process knows all rows, so the main process writes the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
+from ..config import ConfigError
+from ..data.dreambooth import PROMPTS_FILE, eval_prompts
+from ..models.loading import load_pipeline
+from .adapters import load_adapter, merge_adapter
+from .config import check_fields
+from .manifest import write_manifest
+from .options import SD15_ID, _f
+
+REPO_PROMPTS_FILE = Path(__file__).resolve().parents[2] / "tests" / "assets" / "dreambooth" / PROMPTS_FILE
+BASE = "base"
+
+
+@dataclass
+class GenerateConfig:
+    """Generate images (+ manifest.jsonl) from a base model and an optional adapter."""
+
+    pretrained_model_name_or_path: str = _f(SD15_ID, "base model: hub id, local diffusers folder, or 'tiny'")
+    revision: str | None = _f(None, "hub revision of the base model")
+    variant: str | None = _f(None, "weights variant, e.g. 'fp16'")
+    adapter: str | None = _f(None, "adapter folder (train_dreambooth's <output_dir>/adapter); none = base model")
+    method_name: str | None = _f(None, "method label in the manifest; default: the adapter's method, or 'base'")
+    prompts: tuple[str, ...] = _f((), "prompts to sample (or use prompts_file / subject)")
+    prompts_file: str | None = _f(None, "text file, one prompt per line")
+    subject: str | None = _f(None, "DreamBooth subject (folder name): sample its 25 evaluation prompts")
+    prompts_and_classes: str = _f(str(REPO_PROMPTS_FILE), f"DreamBooth's {PROMPTS_FILE}")
+    unique_token: str = _f("sks", "the rare identifier of the subject in the prompts")
+    class_token: str | None = _f(None, "class noun of the subject; default: from prompts_and_classes")
+    num_images_per_prompt: int = _f(4, "images per prompt")
+    seed: int = _f(0, "base seed (see the module docstring)")
+    batch_size: int = _f(4, "images per pipeline call")
+    num_inference_steps: int = _f(50, "sampler steps")
+    guidance_scale: float = _f(7.5, "classifier-free guidance scale")
+    resolution: int | None = _f(None, "image side in pixels; default: the model's")
+    scheduler: Literal["default", "ddim", "dpm_solver", "euler"] = _f("default", "sampler; default: the model's")
+    merge: bool = _f(True, "fold the adapter into the weights (base-model speed); false runs the adapter layers")
+    attention: Literal["sdpa", "xformers"] = _f("sdpa", "attention kernel of the unmerged adapter")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = _f(None, "weights dtype; default fp16 on GPU, fp32 on CPU")
+    output_dir: str = _f("samples", "images go to <output_dir>/<method>/<subject or 'prompts'>/, plus manifest.jsonl")
+    skip_existing: bool = _f(True, "keep images already on disk (an interrupted run continues)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        sources = [bool(self.prompts), self.prompts_file is not None, self.subject is not None]
+        if sum(sources) != 1:
+            raise ConfigError("give exactly one of --prompts, --prompts_file or --subject (DreamBooth evaluation set)")
+        for name in ("num_images_per_prompt", "batch_size", "num_inference_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
+            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+
+
+def prompt_list(cfg: GenerateConfig) -> tuple[list[str], dict]:
+    """(prompts, extra manifest keys shared by all rows)."""
+    if cfg.subject is not None:
+        prompts, class_token, live = eval_prompts(cfg.subject, cfg.prompts_and_classes, cfg.unique_token,
+                                                  cfg.class_token)
+        return prompts, {"subject": cfg.subject, "class_token": class_token, "live": live}
+    if cfg.prompts_file is not None:
+        path = Path(cfg.prompts_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"prompts_file {cfg.prompts_file!r} not found; one prompt per line")
+        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise ConfigError(f"prompts_file {cfg.prompts_file!r} holds no prompt")
+        return prompts, {}
+    return list(cfg.prompts), {}
+
+
+def _set_scheduler(pipe, name: str) -> None:
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    kinds = {"ddim": DDIMScheduler, "dpm_solver": DPMSolverMultistepScheduler, "euler": EulerDiscreteScheduler}
+    if name != "default":
+        pipe.scheduler = kinds[name].from_config(pipe.scheduler.config)
+
+
+def _dtype(cfg: GenerateConfig, device: torch.device) -> torch.dtype:
+    precision = cfg.mixed_precision or ("fp16" if device.type == "cuda" else "no")
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+
+
+def build_pipeline(cfg: GenerateConfig, device: torch.device):
+    """(pipeline on ``device``, method label)."""
+    pipe = load_pipeline(cfg.pretrained_model_name_or_path, torch_dtype=_dtype(cfg, device), revision=cfg.revision,
+                         variant=cfg.variant)
+    method = BASE
+    if cfg.adapter is not None:
+        method = load_adapter(pipe.unet, cfg.adapter)
+        if cfg.merge:
+            merge_adapter(pipe.unet, method)
+        elif cfg.attention == "xformers":
+            pipe.unet.enable_xformers_memory_efficient_attention()
+    _set_scheduler(pipe, cfg.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device), cfg.method_name or method
+
+
+def generate(cfg: GenerateConfig) -> Path:
+    """Sample every (prompt, image) pair; returns the manifest path."""
+    state = PartialState()
+    prompts, shared = prompt_list(cfg)
+    pipe, method = build_pipeline(cfg, state.device)
+    size = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    out = Path(cfg.output_dir)
+    group = cfg.subject if cfg.subject is not None else "prompts"
+    n = cfg.num_images_per_prompt
+    rows = [{"path": f"{method}/{group}/{i:02d}_{j:02d}.png", "prompt": p, "seed": cfg.seed + i * n + j,
+             "method": method, **({"prompt_index": i} if cfg.subject is not None else {}), **shared,
+             "base_model": cfg.pretrained_model_name_or_path, "adapter": cfg.adapter,
+             "num_inference_steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale}
+            for i, p in enumerate(prompts) for j in range(n)]
+    todo = [r for r in rows if not (cfg.skip_existing and (out / r["path"]).is_file())]
+    batches = [todo[k: k + cfg.batch_size] for k in range(0, len(todo), cfg.batch_size)]
+    if state.is_main_process:
+        (out / method / group).mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
+    with state.split_between_processes(batches) as mine:
+        for batch in tqdm(mine, desc=f"generate {method}", unit="batch", disable=not state.is_local_main_process):
+            generators = [torch.Generator("cpu").manual_seed(r["seed"]) for r in batch]
+            with torch.no_grad():
+                images = pipe([r["prompt"] for r in batch], generator=generators, height=size, width=size,
+                              num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale).images
+            for r, im in zip(batch, images):
+                im.save(out / r["path"])
+    state.wait_for_everyone()
+    manifest = out / "manifest.jsonl"
+    if state.is_main_process:
+        manifest = write_manifest(out, rows)
+    state.wait_for_everyone()
+    return manifest
