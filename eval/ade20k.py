@@ -60,13 +60,17 @@ def annotation_dirs(ade_root: str | Path) -> list[Path]:
     return [d for d in (root / "annotations" / "validation", root / "annotations", root) if d.is_dir()]
 
 
-def resolve_condition(condition: str, manifest_dir: Path, ade_root: str | Path) -> Path:
-    """The annotation file a manifest's `condition` names: absolute, relative to the manifest, or under ade_root."""
+def resolve_condition(condition: str, manifest_dir: Path, ade_root: str | Path, image: Path | None = None) -> Path:
+    """The annotation file a manifest's `condition` names: absolute, relative to the manifest, or under ade_root.
+
+    `image` (the generated image itself) is never taken for its own condition, e.g. when both are named
+    ADE_val_00000001.png and the condition is given by file name only.
+    """
     raw = Path(condition).expanduser()
     candidates = [raw] if raw.is_absolute() else [manifest_dir / raw, Path(ade_root) / raw]
     candidates += [d / raw.name for d in annotation_dirs(ade_root)]
     for path in candidates:
-        if path.is_file():
+        if path.is_file() and (image is None or path.resolve() != Path(image).resolve()):
             return path.resolve()
     raise EvalInputError(f"condition '{condition}' not found (looked next to the manifest and under {ade_root}); "
                          "give the annotation PNG's path")

@@ -69,7 +69,7 @@ def evaluate_s2i(cfg: S2IEvalConfig, segmenter: Segmenter | None = None) -> dict
     """Score `cfg.generated` against ADE20K; `segmenter` overrides the configured one (tests, custom models)."""
     rows = read_manifest(cfg.generated, require=("condition",))
     manifest_dir = Path(cfg.generated)
-    annotations = [resolve_condition(r.condition, manifest_dir, cfg.ade_root) for r in rows]
+    annotations = [resolve_condition(r.condition, manifest_dir, cfg.ade_root, r.path) for r in rows]
     device = pick_device(cfg.device)
     if segmenter is None:
         segmenter = load_segmenter(cfg.segmenter, device, cfg.num_classes, cfg.random_init, cfg.seed)
