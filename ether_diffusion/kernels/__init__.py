@@ -1,0 +1,95 @@
+"""Fast paths for the adapted projections, and the dispatch the attention processor calls.
+
+``adapted_linear(x, weight, bias, method, p_in, p_out, impl="auto")`` computes ``y = H̃ W H x + b`` with one of:
+
+| impl         | where                        | what                                                                  |
+| ------------ | ---------------------------- | --------------------------------------------------------------------- |
+| ``"auto"``   | default                      | ``act`` / ``fold`` (chosen per layer) for ether / ether_plus on CUDA with  |
+|              |                              | triton in eager mode; ``torch`` otherwise (CPU, torch.compile, oft, naive) |
+| ``"torch"``  | anywhere                     | ``functional.adapted_linear``: the maps on activations, plain PyTorch |
+| ``"torch_fold"`` | anywhere                 | plain PyTorch with the maps folded into the weight every call         |
+| ``"act"``    | CUDA + triton                | fused Triton kernels on activations (``kernels.fused``)               |
+| ``"fold"``   | CUDA + triton                | fused Triton kernels folding the maps into the weight every call      |
+
+Triton is imported only when a Triton form runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+import torch.nn.functional as F
+
+from .. import functional as Fn
+
+IMPLS = ("auto", "torch", "torch_fold", "act", "fold")
+FUSED_METHODS = ("ether", "ether_plus")
+_TRITON: bool | None = None
+
+
+def triton_available() -> bool:
+    """Whether the Triton forms can run here (triton importable and a CUDA device present)."""
+    global _TRITON
+    if _TRITON is None:
+        _TRITON = importlib.util.find_spec("triton") is not None and torch.cuda.is_available()
+    return _TRITON
+
+
+def _compiling() -> bool:
+    return bool(getattr(torch, "compiler", None) and torch.compiler.is_compiling())
+
+
+def choose_form(method: str, tokens: int, in_features: int, out_features: int, training: bool) -> str:
+    """'act' or 'fold' for one call: the cheaper of O(tokens x dim) map work and O(f x d) folding.
+
+    Without gradients folding costs O(f d) against O(tokens d), so it wins once tokens > out_features. With
+    gradients folding also costs the weight-gradient GEMM (f x d x tokens); measured on the SD 1.5 UNet
+    (benchmarks/README.md) the activation form wins for ``ether`` and folding for ``ether_plus``, whose activation
+    form would also keep z = h Wᵀ (tokens x f) for the backward.
+    """
+    if not training:
+        return "fold" if tokens >= out_features else "act"
+    return "act" if method == "ether" else "fold"
+
+
+def fold_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, method: str, p_in: Fn.Params,
+                p_out: Fn.Params | None = None) -> torch.Tensor:
+    """Plain-PyTorch fold-per-call: ``F.linear(x, H̃ W H, b)``; gradients reach the parameters through the fold."""
+    return F.linear(x, Fn.fold_weight(weight, method, p_in, p_out), bias)
+
+
+def adapted_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, method: str,
+                   p_in: Fn.Params, p_out: Fn.Params | None = None, impl: str = "auto") -> torch.Tensor:
+    """``y = H̃ W H x + b``: x (..., d), weight (f, d), bias (f,) or None -> (..., f). See the module table."""
+    if impl == "auto":
+        if method not in FUSED_METHODS or not x.is_cuda or _compiling() or not triton_available():
+            return Fn.adapted_linear(x, weight, bias, method, p_in, p_out)
+        impl = choose_form(method, x.numel() // x.shape[-1], weight.shape[1], weight.shape[0],
+                           torch.is_grad_enabled())
+    if impl == "torch":
+        return Fn.adapted_linear(x, weight, bias, method, p_in, p_out)
+    if impl == "torch_fold":
+        return fold_linear(x, weight, bias, method, p_in, p_out)
+    if impl not in ("act", "fold"):
+        raise ValueError(f"impl={impl!r} is unknown; choose one of {IMPLS}")
+    if method not in FUSED_METHODS:
+        raise ValueError(f"impl={impl!r} covers {FUSED_METHODS}, not {method!r}; use impl='torch'")
+    if not x.is_cuda or not triton_available():
+        raise RuntimeError(f"impl={impl!r} needs a CUDA tensor and triton (pip install triton); use impl='torch'")
+    from .fused import adapted_linear as fused_linear
+
+    return fused_linear(x, weight, bias, method, p_in, p_out, form=impl)
+
+
+def set_impl(model: torch.nn.Module, impl: str) -> None:
+    """Use ``impl`` (one of IMPLS) for every ETHER processor of ``model`` (the default is "auto")."""
+    from ..patch import get_state
+
+    if impl not in IMPLS:
+        raise ValueError(f"impl={impl!r} is unknown; choose one of {IMPLS}")
+    for proc in get_state(model).processors.values():
+        proc.impl = impl
+
+
+__all__ = ["IMPLS", "adapted_linear", "choose_form", "fold_linear", "set_impl", "triton_available"]
