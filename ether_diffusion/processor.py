@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from . import functional as Fn
 from .functional import OUTPUT_SIDE_METHODS
+from .kernels import adapted_linear
 from .multi import PerSampleProjector
 
 DEFAULT_ADAPTER = "default"
@@ -53,6 +54,8 @@ class EtherAttnProcessor(nn.Module):
     ``shapes`` maps projection names ('to_q', 'to_k', 'to_v', 'to_out.0') to ``(out_features, in_features)``.
     """
 
+    impl = "auto"  # how projections are computed: see ether_diffusion.kernels (fused Triton kernels on CUDA)
+
     def __init__(self, method: str, n_blocks: int, shapes: dict[str, tuple[int, int]],
                  generator: torch.Generator | None = None, attention: str = "sdpa"):
         super().__init__()
@@ -82,7 +85,7 @@ class EtherAttnProcessor(nn.Module):
         if adapter is None:
             return linear(x)
         p_in, p_out = adapter.params()
-        return Fn.adapted_linear(x, linear.weight, linear.bias, self.method, p_in, p_out)
+        return adapted_linear(x, linear.weight, linear.bias, self.method, p_in, p_out, impl=self.impl)
 
     # ------------------------------------------------------------------ attention
     def _attend(self, attn, query, key, value, attention_mask, batch_size):
