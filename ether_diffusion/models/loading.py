@@ -35,7 +35,7 @@ def load_pipeline(name_or_path: str, torch_dtype: torch.dtype | None = None, rev
 
     if name_or_path == TINY_ID:
         pipe = tiny_pipeline(seed)
-        return pipe.to(torch_dtype) if torch_dtype is not None else pipe
+        return pipe.to(torch_dtype) if torch_dtype not in (None, torch.float32) else pipe
     local = Path(name_or_path).expanduser()
     if local.exists() or _looks_like_path(name_or_path):
         if not local.is_dir():
