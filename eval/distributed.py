@@ -2,11 +2,14 @@
 
 `map_chunks(items, fn)` gives this process its contiguous share (`PartialState.split_between_processes`), runs
 `fn(share) -> list` and gathers every process's results (`gather_object`) back into the original order, on every
-process. Without a launcher there is one process and this is just `fn(items)`.
+process. Without a launcher there is one process and this is just `fn(items)`. Launch with
+`accelerate launch --multi_gpu --num_processes N -m eval ...` on GPUs, or `torchrun --nproc_per_node N -m eval ...`
+(CPU ranks use gloo).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Sequence, TypeVar
 
 import torch
@@ -18,7 +21,9 @@ R = TypeVar("R")
 
 
 def state() -> PartialState:
-    return PartialState()
+    """accelerate's process state; on a machine without CUDA (or with ACCELERATE_USE_CPU) ranks talk over gloo."""
+    cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    return PartialState(cpu=cpu)
 
 
 def pick_device(requested: str | None) -> torch.device:

@@ -19,9 +19,12 @@ def _version(name: str) -> str | None:
 
 
 def provenance(random_init: bool) -> dict[str, Any]:
+    from eval.distributed import state
+
     return {
         "comparable_to_papers": not random_init,
         "warning": RANDOM_INIT_WARNING if random_init else None,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "processes": state().num_processes,
         "versions": {p: _version(p) for p in PACKAGES},
     }
