@@ -6,7 +6,6 @@ reprints: every real image of the subject x every generated image, one flat mean
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np

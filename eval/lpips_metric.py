@@ -44,7 +44,8 @@ def _load_alexnet_trunk(model: lpips.LPIPS, state: dict[str, torch.Tensor]) -> N
             mapped[f"{targets[parts[1]]}.{parts[1]}.{parts[2]}"] = value
     missing, unexpected = model.net.load_state_dict(mapped, strict=False)
     if missing or unexpected or not mapped:
-        raise ValueError(f"AlexNet weights do not fit the LPIPS trunk (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ValueError(f"AlexNet weights do not fit the LPIPS trunk (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}); pass torchvision's alexnet-owt-7be5be79.pth")
 
 
 def load_lpips(device: torch.device, backbone: str | None = None, random_init: bool = False,

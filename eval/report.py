@@ -81,7 +81,8 @@ def render_markdown(p: dict[str, Any], grid_name: str | None) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(payload: dict[str, Any], out: str | Path, grid_rows: int = 6, grid_images: int = 4) -> dict[str, Path]:
+def write_outputs(payload: dict[str, Any], out: str | Path, grid_rows: int = 6,
+                  grid_images: int = 4) -> dict[str, Path]:
     """metrics.json + report.md (+ grid.png for the dreambooth and s2i protocols) under `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Two launched CPU processes (torchrun + accelerate PartialState) gives the same numbers as one process (work split, then gathered)."""
+"""Two launched CPU processes (torchrun + accelerate PartialState) give the numbers of one (split, then gathered)."""
 
 from __future__ import annotations
 
