@@ -102,6 +102,11 @@ def load_dino(spec: str, device: torch.device, random_init: bool = False, seed: 
 
 
 def load_clip(spec: str, device: torch.device, random_init: bool = False, seed: int = 0) -> ClipEncoder:
+    """HF CLIP (the protocol's), or an open_clip model when spec is 'open_clip:ARCH:PRETRAINED'."""
+    if spec.startswith("open_clip:") and not random_init:
+        from eval.open_clip_backend import load_open_clip
+
+        return load_open_clip(spec, device)  # same embed_images / embed_texts contract
     if random_init:
         model, processor = tiny_clip(seed)
         tokenize: Tokenize = open_clip_tokenize

@@ -76,3 +76,14 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("ether-eval: error: DINO model") and "--dino" in err
+
+
+def test_open_clip_openai_weights_get_quick_gelu_and_fail_offline_with_the_fix():
+    from eval.open_clip_backend import parse_spec, quick_gelu_needed
+
+    assert parse_spec("open_clip:ViT-B-32:openai") == ("ViT-B-32", "openai")
+    assert quick_gelu_needed("ViT-B-32", "openai")  # the trap: OpenAI weights were trained with QuickGELU
+    assert not quick_gelu_needed("ViT-B-32-quickgelu", "openai")  # already on
+    assert not quick_gelu_needed("ViT-B-32", "laion2b_s34b_b79k")  # LAION weights use GELU
+    with pytest.raises(ModelNotAvailableError, match="open_clip:ViT-B-32-quickgelu:/path"):
+        load_clip("open_clip:ViT-B-32:openai", CPU)
