@@ -1,0 +1,123 @@
+"""The pure-PyTorch parts of the fast path, on the CPU: fold-per-call equals the activation form, the dispatch.
+
+The Triton kernels themselves run here under triton's CPU interpreter (a subprocess, since TRITON_INTERPRET must be
+set before triton loads); on a GPU, tests/gpu compares them with the reference at full size.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import ether_diffusion as ed
+from ether_diffusion import functional as Fn
+from ether_diffusion import kernels
+from tests.core.helpers import perturb, tiny_unet, unet_inputs
+
+
+def params(method, dim, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return {k: (torch.randn(s, generator=g, dtype=torch.float64) * 0.3).requires_grad_()
+            for k, s in Fn.param_shapes(method, dim, n).items()}
+
+
+@pytest.mark.parametrize("method", Fn.METHODS)
+@pytest.mark.parametrize("n", [1, 4, 12])
+def test_fold_per_call_equals_activation_form_float64(method, n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(2, 5, 24, generator=g, dtype=torch.float64).requires_grad_()
+    w = torch.randn(36, 24, generator=g, dtype=torch.float64)
+    b = torch.randn(36, generator=g, dtype=torch.float64)
+    p_in = params(method, 24, n, 1)
+    p_out = params(method, 36, n, 2) if method in Fn.OUTPUT_SIDE_METHODS else None
+    leaves = [x, *p_in.values(), *((p_out or {}).values())]
+    dy = torch.randn(2, 5, 36, generator=g, dtype=torch.float64)
+    y_act = Fn.adapted_linear(x, w, b, method, p_in, p_out)
+    y_fold = kernels.adapted_linear(x, w, b, method, p_in, p_out, impl="torch_fold")
+    torch.testing.assert_close(y_fold, y_act, rtol=1e-12, atol=1e-12)
+    for ga, gf in zip(torch.autograd.grad(y_act, leaves, dy), torch.autograd.grad(y_fold, leaves, dy)):
+        torch.testing.assert_close(gf, ga, rtol=1e-10, atol=1e-12)
+
+
+def test_auto_on_cpu_is_the_plain_path_bit_for_bit():
+    x = torch.randn(3, 7, 16)
+    w, b = torch.randn(8, 16), torch.randn(8)
+    for method in Fn.METHODS:
+        p_in = {k: torch.randn(s) for k, s in Fn.param_shapes(method, 16, 4).items()}
+        p_out = ({k: torch.randn(s) for k, s in Fn.param_shapes(method, 8, 4).items()}
+                 if method in Fn.OUTPUT_SIDE_METHODS else None)
+        assert torch.equal(kernels.adapted_linear(x, w, b, method, p_in, p_out),
+                           Fn.adapted_linear(x, w, b, method, p_in, p_out))
+
+
+def test_errors_say_what_to_do():
+    x, w = torch.randn(2, 8), torch.randn(4, 8)
+    p = {"u": torch.randn(2, 4)}
+    with pytest.raises(ValueError, match="choose one of"):
+        kernels.adapted_linear(x, w, None, "ether", p, impl="fast")
+    with pytest.raises(ValueError, match="use impl='torch'"):
+        kernels.adapted_linear(x, w, None, "oft", {"s": torch.zeros(2, 6)}, impl="act")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="needs a CUDA tensor"):
+            kernels.adapted_linear(x, w, None, "ether", p, impl="fold")
+
+
+def test_choose_form():
+    assert kernels.choose_form("ether", 4096, 320, 320, training=False) == "fold"  # tokens > f: fold once
+    assert kernels.choose_form("ether", 77, 768, 1280, training=False) == "act"
+    assert kernels.choose_form("ether", 16384, 320, 320, training=True) == "act"
+    assert kernels.choose_form("ether_plus", 16384, 320, 320, training=True) == "fold"
+
+
+@pytest.mark.parametrize("method", ["ether", "ether_plus"])
+def test_set_impl_torch_fold_trains_the_same_tiny_unet(method):
+    grads = {}
+    for impl in ("torch", "torch_fold"):
+        unet = tiny_unet()
+        ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
+        kernels.set_impl(unet, impl)
+        params_ = ed.ether_parameters(unet)
+        perturb(params_)
+        loss = unet(**unet_inputs()).sample.square().mean()
+        grads[impl] = (loss.detach(), torch.autograd.grad(loss, params_))
+    torch.testing.assert_close(grads["torch_fold"][0], grads["torch"][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads["torch_fold"][1], grads["torch"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="choose one of"):
+        kernels.set_impl(unet, "cuda")
+
+
+INTERPRETED = textwrap.dedent("""
+    import torch
+    from ether_diffusion import functional as Fn
+    from ether_diffusion.kernels.fused import adapted_linear
+    torch.manual_seed(0)
+    for method in ("ether", "ether_plus"):
+        for form in ("act", "fold"):
+            for B, N, d, f, n in ((2, 9, 24, 16, 4), (1, 3, 8, 8, 8), (2, 70, 16, 32, 1)):
+                x = torch.randn(N, B, d).transpose(0, 1).requires_grad_()   # non-contiguous
+                w, b = torch.randn(f, d), torch.randn(f)
+                p_in = {k: torch.randn(s).requires_grad_() for k, s in Fn.param_shapes(method, d, n).items()}
+                p_out = ({k: torch.randn(s).requires_grad_() for k, s in Fn.param_shapes(method, f, n).items()}
+                         if method == "ether_plus" else None)
+                leaves = [x, *p_in.values(), *((p_out or {}).values())]
+                dy = torch.randn(B, N, f)
+                y = adapted_linear(x, w, b, method, p_in, p_out, form=form)
+                y0 = Fn.adapted_linear(x, w, b, method, p_in, p_out)
+                torch.testing.assert_close(y, y0, rtol=1e-4, atol=1e-4)
+                for g, g0 in zip(torch.autograd.grad(y, leaves, dy), torch.autograd.grad(y0, leaves, dy)):
+                    torch.testing.assert_close(g, g0, rtol=1e-4, atol=1e-4)
+    print("ok")
+""")
+
+
+def test_triton_kernels_under_the_cpu_interpreter():
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", INTERPRETED], env=env, cwd=root, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
