@@ -152,8 +152,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     print("[3/4] evaluating", flush=True)
     command = [sys.executable, "-m", "eval", "dreambooth", "--generated", str(manifest.parent),
                "--real", cfg.dreambooth_root, "--out", str(out / "eval"), "--clip-t-remove", cfg.unique_token]
-    if cfg.tiny:
-        command.append("--random-init")
+    if cfg.tiny:  # random encoders; LPIPS at 64 px like the images
+        command += ["--random-init", "--lpips-size", str(TINY_RESOLUTION)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"evaluation failed ({' '.join(command)}):\n{done.stderr[-2000:]}")

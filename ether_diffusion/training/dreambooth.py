@@ -6,6 +6,7 @@ The instance and class prompts are fixed, so their text embeddings are computed 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from diffusers import DDPMScheduler
 
 from ..config import ConfigError
 from ..data.dreambooth import DreamBoothDataset, collate
+from ..data.images import SkippedImageWarning, scan_images
 from ..models.loading import load_pipeline
 from .accelerator import build_accelerator, weight_dtype
 from .adapters import add_adapter_from_config, save_adapter
@@ -75,6 +77,7 @@ def encode_prompt(pipeline, prompt: str, device) -> torch.Tensor:
 
 def train_dreambooth(cfg: DreamBoothConfig) -> dict:
     """Train, save ``<output_dir>/adapter`` (+ ``train_config.yaml``); returns paths and the final step."""
+    scan_images(cfg.instance_data_dir, "instance")  # fail on a bad folder before loading any model
     accelerator = build_accelerator(cfg)
     dtype, device = weight_dtype(accelerator), accelerator.device
     seed = cfg.seed if cfg.seed is not None else 0
@@ -85,8 +88,10 @@ def train_dreambooth(cfg: DreamBoothConfig) -> dict:
         class_dir = ensure_class_images(
             accelerator, pipe, cfg.class_data_dir or Path(cfg.output_dir) / "class_images", cfg.class_prompt,
             cfg.num_class_images, cfg.resolution, cfg.sample_batch_size, cfg.class_inference_steps, seed, dtype)
-    dataset = DreamBoothDataset(cfg.instance_data_dir, cfg.resolution, cfg.center_crop, cfg.random_flip,
-                                class_dir, seed)
+    with warnings.catch_warnings():  # skipped files were named above
+        warnings.simplefilter("ignore", SkippedImageWarning)
+        dataset = DreamBoothDataset(cfg.instance_data_dir, cfg.resolution, cfg.center_crop, cfg.random_flip,
+                                    class_dir, seed)
 
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     if cfg.prediction_type is not None:
@@ -118,6 +123,8 @@ def train_dreambooth(cfg: DreamBoothConfig) -> dict:
         accelerator.init_trackers(cfg.tracker_project_name, config=hparams)
     generator = torch.Generator(device=device).manual_seed(seed + accelerator.process_index)
 
+    last = {}  # the final step's losses, returned to the caller
+
     def compute_loss(batch):
         is_prior = batch["is_prior"].to(device)
         latents = encode_latents(vae, batch["pixels"].to(device, dtype), generator)  # (B', 4, R/8, R/8)
@@ -127,9 +134,13 @@ def train_dreambooth(cfg: DreamBoothConfig) -> dict:
             emb = torch.cat([emb, class_emb.expand(n_prior, -1, -1)])  # (B', 77, C)
         per_sample = diffusion_loss(unet, noise_scheduler, latents, emb, generator)  # (B',)
         if not n_prior:
-            return per_sample.mean(), {}
-        instance, prior = per_sample[~is_prior].mean(), per_sample[is_prior].mean()
-        return instance + cfg.prior_loss_weight * prior, {"instance_loss": instance.item(), "prior_loss": prior.item()}
+            loss, logs = per_sample.mean(), {}
+        else:
+            instance, prior = per_sample[~is_prior].mean(), per_sample[is_prior].mean()
+            loss, logs = instance + cfg.prior_loss_weight * prior, {"instance_loss": instance.item(),
+                                                                    "prior_loss": prior.item()}
+        last.update(loss=loss.item(), **logs)
+        return loss, logs
 
     validate = lambda step: run_validation(accelerator, pipe, cfg, step, cfg.resolution, cfg.resolution)  # noqa: E731
     step = train_loop(accelerator, cfg, unet, optimizer, lr_scheduler, loader, params, compute_loss, plan,
@@ -144,4 +155,4 @@ def train_dreambooth(cfg: DreamBoothConfig) -> dict:
             validate(step)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return {"output_dir": Path(cfg.output_dir), "adapter_dir": adapter_dir, "step": step}
+    return {"output_dir": Path(cfg.output_dir), "adapter_dir": adapter_dir, "step": step, **last}

@@ -1,0 +1,82 @@
+"""The config system: defaults < YAML < flags, one-line errors for unknown keys and wrong types, shipped configs."""
+
+from __future__ import annotations
+
+import pytest
+
+from ether_diffusion.config import ConfigError
+from ether_diffusion.training.config import load_config, parse_config, save_config
+from ether_diffusion.training.dreambooth import DreamBoothConfig
+from ether_diffusion.training.generation import GenerateConfig
+from ether_diffusion.training.options import ADAPTER_METHODS
+
+from .conftest import DOG, REPO
+
+REQUIRED = ["--instance_data_dir", str(DOG), "--instance_prompt", "a photo of qwe dog"]
+
+
+def test_yaml_then_flags_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("learning_rate: 1e-4\nmethod: oft\nmax_train_steps: 10\nrandom_flip: true\n"
+                    "target_modules: [to_q, to_v]\n")
+    cfg = parse_config(DreamBoothConfig, ["--config", str(path), *REQUIRED, "--max_train_steps", "3",
+                                          "--gradient_checkpointing", "--seed", "none"])
+    assert cfg.learning_rate == 1e-4 and isinstance(cfg.learning_rate, float)  # YAML's 1e-4 read as a number
+    assert (cfg.method, cfg.max_train_steps, cfg.random_flip) == ("oft", 3, True)
+    assert cfg.target_modules == ("to_q", "to_v")
+    assert cfg.gradient_checkpointing is True and cfg.seed is None
+    assert cfg.lr_scheduler == "constant"  # untouched default
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("learnig_rate: 0.1\n", "unknown config key 'learnig_rate' in .*c.yaml; did you mean 'learning_rate'"),
+    ("max_train_steps: many\n", "max_train_steps must be an integer or null, got 'many'"),
+    ("random_flip: 1\n", "random_flip must be true/false, got 1"),
+    ("method: adapter\n", "method='adapter' is not allowed"),
+    ("- a\n- b\n", "must hold a mapping"),
+])
+def test_bad_yaml_is_one_clear_error(tmp_path, yaml_text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message) as err:
+        parse_config(DreamBoothConfig, ["--config", str(path), *REQUIRED])
+    assert "\n" not in str(err.value)
+
+
+def test_bad_flags(capsys):
+    with pytest.raises(ConfigError, match="--learning_rate must be a number, got 'fast'"):
+        parse_config(DreamBoothConfig, [*REQUIRED, "--learning_rate", "fast"])
+    with pytest.raises(SystemExit):  # argparse: unknown flag
+        parse_config(DreamBoothConfig, [*REQUIRED, "--learnig_rate", "1"])
+    assert "unrecognized arguments: --learnig_rate" in capsys.readouterr().err
+
+
+def test_checks_of_values():
+    with pytest.raises(ConfigError, match="instance_data_dir is required"):
+        DreamBoothConfig(instance_prompt="a photo of qwe dog")
+    with pytest.raises(ConfigError, match="needs class_prompt"):
+        DreamBoothConfig(instance_data_dir=str(DOG), instance_prompt="x", with_prior_preservation=True)
+    with pytest.raises(ConfigError, match="resolution must be a positive multiple of 8"):
+        DreamBoothConfig(instance_data_dir=str(DOG), instance_prompt="x", resolution=100)
+    with pytest.raises(ConfigError, match="train_batch_size must be >= 1"):
+        DreamBoothConfig(instance_data_dir=str(DOG), instance_prompt="x", train_batch_size=0)
+    with pytest.raises(ConfigError, match="exactly one of --prompts, --prompts_file or --subject"):
+        GenerateConfig(prompts=("a",), subject="dog")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = DreamBoothConfig(instance_data_dir=str(DOG), instance_prompt="a photo of qwe dog", lora_alpha=8,
+                           target_modules=("attn2.to_k",), seed=3)
+    again = load_config(DreamBoothConfig, save_config(cfg, tmp_path / "resolved.yaml"))
+    assert again == cfg
+
+
+@pytest.mark.parametrize("method", ADAPTER_METHODS)
+def test_shipped_configs_load(method):
+    cfg = load_config(DreamBoothConfig, REPO / "configs" / "dreambooth" / f"{method}.yaml")
+    assert cfg.method == method
+    assert cfg.with_prior_preservation and cfg.resolution == 512 and cfg.train_batch_size == 1
+    # every value in the file carries a comment with its source
+    lines = [line for line in (REPO / "configs" / "dreambooth" / f"{method}.yaml").read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert all("#" in line for line in lines), [line for line in lines if "#" not in line]
