@@ -100,13 +100,14 @@ def write_grid(real: list[Path], manifest: Path, path: Path, per_row: int = 6, s
 def write_report(cfg: DemoConfig, train_cfg: DreamBoothConfig, result: dict, metrics: dict, grid: Path) -> Path:
     out = Path(cfg.output_dir)
     keys = ["dino", "clip_i", "clip_t", "lpips", "lpips_diversity"]
+    fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731  (None: no pairs, e.g. one image per prompt)
     table = ["| method | images | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
     for method, r in metrics["results"].items():
         table.append(f"| {method} | {r['n_images']} | "
-                     + " | ".join(f"{r['means'].get(k, float('nan')):.4f}" for k in keys) + " |")
+                     + " | ".join(fmt(r["means"].get(k)) for k in keys) + " |")
     if metrics.get("real_images"):
         real = metrics["real_images"]["means"]
-        table.append("| real images | – | " + " | ".join(f"{real[k]:.4f}" if k in real else "–" for k in keys) + " |")
+        table.append("| real images | – | " + " | ".join(fmt(real.get(k)) for k in keys) + " |")
     lines = ["# ether-diffusion demo", ""]
     if cfg.tiny:
         lines += ["> " + TINY_NOTICE, ""]
