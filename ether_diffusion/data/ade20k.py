@@ -239,6 +239,29 @@ def scan_ade20k(root: str | Path, split: str = "training", captions: str | Path 
     return [ADE20KSample(n, images[n], annotations[n], p) for n, p in prompts.items()]
 
 
+def scan_annotations(folder: str | Path, captions: str | Path | None = None, prompt: str | None = None,
+                     limit: int | None = None) -> list[tuple[str, Path, str]]:
+    """(name, annotation path, prompt) for the PNGs of an annotation folder (sorted; the first ``limit``), for
+    sampling from maps. Maps with no caption are skipped with a warning; a caption file naming none of them raises."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ADE20KDataError(f"annotation folder {str(folder)!r} does not exist; pass e.g. "
+                              "ADEChallengeData2016/annotations/validation")
+    paths = sorted(folder.glob("*.png"))[:limit]
+    if not paths:
+        raise ADE20KDataError(f"annotation folder {str(folder)!r} holds no .png annotation")
+    if captions is None:
+        return [(p.stem, p, prompt or "") for p in paths]
+    table = read_captions(captions)
+    rows = [(p.stem, p, c) for p in paths if (c := _caption_of(p.stem, table)) is not None]
+    if not rows:
+        raise ADE20KDataError(f"caption file {str(captions)!r} names none of the {len(paths)} maps in {folder} (its "
+                              f"first key is {next(iter(table), 'nothing')!r}); pass the captions of these maps")
+    if len(rows) < len(paths):
+        _skip(f"in {folder} with no caption in {captions}", sorted({p.stem for p in paths} - {r[0] for r in rows}))
+    return rows
+
+
 # ------------------------------------------------------------------ geometry
 def _box(size: tuple[int, int], resolution: int, crop: str, rng: random.Random | None):
     """(resized width, height), crop box for one photo / map pair."""

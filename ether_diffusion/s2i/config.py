@@ -1,0 +1,110 @@
+"""`S2IConfig` (training) and `S2IGenerateConfig` (sampling from maps): the typed configs of the S2I scripts.
+
+Both go through the shared config system (`ether_diffusion.training.config`): defaults < ``--config`` YAML < flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..config import ConfigError
+from ..models.control import HINT_CHANNELS
+from ..training.config import check_fields
+from ..training.options import SD15_ID, TrainConfig, _f
+
+S2I_METHODS = ("ether", "ether_plus", "oft", "naive", "lora", "none")
+NO_ADAPTER = "none"  # the paper's "encoder only" baseline: the UNet stays frozen, only the control encoder trains
+
+
+def _check_prompt_source(captions: str | None, prompt: str | None, what: str) -> None:
+    if captions is None and prompt is None:
+        raise ConfigError(f"{what}: pass --captions FILE (captions keyed by image name) or --prompt TEXT (one prompt "
+                          "for every map; '' for none)")
+    if captions is not None and prompt is not None:
+        raise ConfigError(f"{what}: pass --captions or --prompt, not both")
+
+
+@dataclass
+class S2IConfig(TrainConfig):
+    """Semantic-map-to-image training: an adapter (or none) on the frozen UNet plus a control encoder, on ADE20K."""
+
+    method: Literal["ether", "ether_plus", "oft", "naive", "lora", "none"] = _f(
+        "ether", "adapter on the frozen UNet: " + ", ".join(S2I_METHODS) + " ('none': train the control encoder only)")
+    output_dir: str = _f("runs/s2i", "where model/, checkpoints, logs and validation grids go")
+    # ---- data
+    data_root: str = _f("", "ADEChallengeData2016 folder (images/<split>, annotations/<split>) (required)")
+    train_split: str = _f("training", "split folder of the training pairs")
+    captions: str | None = _f(None, "JSON / JSONL captions of the training split keyed by image name (or OFT's "
+                                    "prompt_train_blip.json)")
+    prompt: str | None = _f(None, "one fixed prompt for every training image, when there is no caption file")
+    resolution: int = _f(512, "side of the square training images and maps, in pixels")
+    crop: Literal["none", "center", "random"] = _f(
+        "none", "'none' resizes photo and map to the square (keeps pixel correspondence with the annotation); "
+                "'center' / 'random' keep the aspect ratio and crop")
+    random_flip: bool = _f(False, "random horizontal flips (photo and map together)")
+    # ---- control encoder
+    control_channels: tuple[int, ...] | None = _f(
+        None, f"widths of the control encoder, one stride-2 conv between consecutive ones; default: ControlNet's "
+              f"{list(HINT_CHANNELS)} for a VAE that downsamples 8x (fewer for smaller VAEs)")
+    control_learning_rate: float | None = _f(None, "learning rate of the control encoder; default: learning_rate")
+    # ---- validation (the first num_validation_images maps of validation_split: map | generated grid)
+    validation_split: str | None = _f("validation", "split whose first maps are rendered during training; null "
+                                                    "turns validation off")
+    validation_captions: str | None = _f(None, "captions of validation_split; default: validation_prompt")
+    validation_prompt: str | None = _f(None, "fixed prompt of the validation images when validation_captions is "
+                                             "not set (default: prompt, else '')")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.data_root:
+            raise ConfigError("data_root is required: pass --data_root with the ADEChallengeData2016 folder")
+        _check_prompt_source(self.captions, self.prompt, "training prompts")
+        if self.resolution < 8 or self.resolution % 8:
+            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+        if self.control_channels is not None and (not self.control_channels or min(self.control_channels) < 1):
+            raise ConfigError(f"control_channels must be positive widths, got {list(self.control_channels)}")
+        if self.control_learning_rate is not None and self.control_learning_rate <= 0:
+            raise ConfigError(f"control_learning_rate must be > 0, got {self.control_learning_rate}")
+
+
+@dataclass
+class S2IGenerateConfig:
+    """Images from semantic maps with a trained S2I model (adapter + control encoder), plus manifest.jsonl."""
+
+    pretrained_model_name_or_path: str = _f(SD15_ID, "base model: hub id, local diffusers folder, or 'tiny'")
+    revision: str | None = _f(None, "hub revision of the base model")
+    variant: str | None = _f(None, "weights variant, e.g. 'fp16'")
+    model: str = _f("", "folder written by train_s2i.py (its output_dir/model: adapter + control encoder) (required)")
+    annotations: str = _f("", "folder of ADE20K annotation PNGs, e.g. ADEChallengeData2016/annotations/validation "
+                              "(required)")
+    captions: str | None = _f(None, "JSON / JSONL captions keyed by image name (or OFT's prompt_val_blip_full.json)")
+    prompt: str | None = _f(None, "one fixed prompt for every map, when there is no caption file")
+    limit: int | None = _f(None, "use only the first N maps (sorted by name)")
+    method_name: str | None = _f(None, "method label in the manifest; default: the model's method")
+    num_images_per_map: int = _f(1, "images per map")
+    seed: int = _f(0, "image j of map i uses seed + i * num_images_per_map + j (CPU generator)")
+    batch_size: int = _f(4, "maps per pipeline call")
+    num_inference_steps: int = _f(50, "sampler steps (OFT: DDIM 50)")
+    guidance_scale: float = _f(9.0, "classifier-free guidance; the map conditions both branches (OFT: 9.0)")
+    scheduler: Literal["default", "ddim", "dpm_solver", "euler"] = _f("ddim", "sampler (OFT: DDIM, eta 0)")
+    resolution: int | None = _f(None, "side of the square images; default: the model's (512 on SD 1.5)")
+    merge: bool = _f(True, "fold the adapter into the weights (base-model speed)")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = _f(None, "weights dtype; default fp16 on GPU, fp32 on CPU")
+    output_dir: str = _f("samples/s2i", "images go to <output_dir>/<method>/, plus <output_dir>/manifest.jsonl")
+    skip_existing: bool = _f(True, "keep images already on disk (an interrupted run continues)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.model:
+            raise ConfigError("model is required: pass --model with train_s2i.py's <output_dir>/model folder")
+        if not self.annotations:
+            raise ConfigError("annotations is required: pass --annotations with a folder of annotation PNGs")
+        _check_prompt_source(self.captions, self.prompt, "generation prompts")
+        for name in ("num_images_per_map", "batch_size", "num_inference_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be >= 1 or null, got {self.limit}")
+        if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
+            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")

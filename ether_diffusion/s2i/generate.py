@@ -1,0 +1,70 @@
+"""`generate_s2i(cfg)`: images for a folder of ADE20K annotations with a trained S2I model, and ``manifest.jsonl``.
+
+Image ``j`` of map ``i`` (maps sorted by name) uses seed ``seed + i * num_images_per_map + j`` with a CPU generator,
+so it is the same image whatever the batch size, the number of processes or the GPU. Batches are split across the
+processes of ``accelerate launch``; the main process writes the manifest (rows as `eval/manifest.py` reads them:
+``path``, ``prompt``, ``seed``, ``method``, ``condition`` = the annotation's absolute path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
+from ..data.ade20k import load_condition, scan_annotations
+from ..models.loading import load_pipeline
+from ..training.generation import _dtype, _set_scheduler
+from ..training.manifest import write_manifest
+from .config import S2IGenerateConfig
+from .model import load_s2i_model
+from .sampling import sample_from_maps
+
+
+def build_s2i_pipeline(cfg: S2IGenerateConfig, device: torch.device):
+    """(pipeline on ``device``, controlled UNet, method) for ``cfg.model``."""
+    pipe = load_pipeline(cfg.pretrained_model_name_or_path, torch_dtype=_dtype(cfg, device), revision=cfg.revision,
+                         variant=cfg.variant)
+    controlled, method = load_s2i_model(pipe.unet, cfg.model, merge=cfg.merge)
+    _set_scheduler(pipe, cfg.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    controlled.control_encoder.to(device)
+    return pipe, controlled, method
+
+
+def generate_s2i(cfg: S2IGenerateConfig) -> Path:
+    """Sample every (map, image) pair; returns the manifest path."""
+    state = PartialState()
+    maps = scan_annotations(cfg.annotations, cfg.captions, cfg.prompt, cfg.limit)  # bad input fails before loading
+    pipe, controlled, method = build_s2i_pipeline(cfg, state.device)
+    method = cfg.method_name or method
+    size = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    out = Path(cfg.output_dir)
+    n = cfg.num_images_per_map
+    rows = [{"path": f"{method}/{name}{f'_{j:02d}' if n > 1 else ''}.png", "prompt": prompt,
+             "seed": cfg.seed + i * n + j, "method": method, "condition": str(path.resolve()),
+             "base_model": cfg.pretrained_model_name_or_path, "model": cfg.model, "resolution": size,
+             "num_inference_steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale,
+             "scheduler": cfg.scheduler}
+            for i, (name, path, prompt) in enumerate(maps) for j in range(n)]
+    todo = [r for r in rows if not (cfg.skip_existing and (out / r["path"]).is_file())]
+    batches = [todo[k: k + cfg.batch_size] for k in range(0, len(todo), cfg.batch_size)]
+    if state.is_main_process:
+        (out / method).mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
+    with state.split_between_processes(batches) as mine:
+        for batch in tqdm(mine, desc=f"generate s2i {method}", unit="batch", disable=not state.is_local_main_process):
+            conditions = torch.stack([load_condition(r["condition"], size) for r in batch])  # (B, 3, R, R)
+            images = sample_from_maps(pipe, controlled, conditions, [r["prompt"] for r in batch],
+                                      [r["seed"] for r in batch], cfg.num_inference_steps, cfg.guidance_scale)
+            for r, im in zip(batch, images):
+                im.save(out / r["path"])
+    state.wait_for_everyone()
+    manifest = out / "manifest.jsonl"
+    if state.is_main_process:
+        manifest = write_manifest(out, rows)
+    state.wait_for_everyone()
+    return manifest
