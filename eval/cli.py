@@ -73,7 +73,7 @@ def _runner(command: str) -> Callable[[Any], dict[str, Any]]:
 
 def run(command: str, cfg: Any) -> dict[str, Any]:
     """Score, then (main process only) write metrics.json, report.md and grid.png to cfg.out."""
-    from eval.distributed import is_main
+    from eval.distributed import is_main, state
     from eval.report import write_outputs
 
     payload = _runner(command)(cfg)
@@ -87,6 +87,9 @@ def run(command: str, cfg: Any) -> dict[str, Any]:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in means.items() if isinstance(v, float))
             print(f"{method}: {shown}")
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    if state().num_processes > 1:
+        state().wait_for_everyone()
+        state().destroy_process_group()
     return payload
 
 

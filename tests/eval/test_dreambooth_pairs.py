@@ -28,27 +28,34 @@ def _cos(u: torch.Tensor, v: torch.Tensor) -> float:
 
 
 def brute_force(gen_dir, real_dir, rows, seed):
-    """{metric: {(method, subject, prompt_index): [pair values]}} by explicit loops, batch size 1."""
+    """{metric: {(method, subject, prompt_index): [pair values]}} by explicit loops; every image embedded alone."""
     dino, clip = load_dino("x", CPU, True, seed), load_clip("x", CPU, True, seed)
     lp = load_lpips(CPU, random_init=True, seed=seed)[0]
+    embed = {}  # path -> (dino (1, D), clip (1, P), lpips input (1, 3, S, S)), each from a batch of one
+
+    def of(path):
+        if path not in embed:
+            img = load_rgb(path)
+            embed[path] = (dino.embed_images([img]), clip.embed_images([img]), lpips_input(img, LPIPS_SIZE)[None])
+        return embed[path]
+
     pairs = defaultdict(lambda: defaultdict(list))
     for row in rows:
         key = (row["method"], row["subject"], row["prompt_index"])
-        gen = load_rgb(gen_dir / row["path"])
+        g_dino, g_clip, g_lp = of(gen_dir / row["path"])
         for real_path in sorted((real_dir / row["subject"]).iterdir()):
-            real = load_rgb(real_path)
-            pairs["dino"][key].append(_cos(dino.embed_images([real]), dino.embed_images([gen])))
-            pairs["clip_i"][key].append(_cos(clip.embed_images([real]), clip.embed_images([gen])))
-            x_real, x_gen = lpips_input(real, LPIPS_SIZE)[None], lpips_input(gen, LPIPS_SIZE)[None]
+            r_dino, r_clip, r_lp = of(real_path)
+            pairs["dino"][key].append(_cos(r_dino, g_dino))
+            pairs["clip_i"][key].append(_cos(r_clip, g_clip))
             with torch.no_grad():
-                pairs["lpips"][key].append(float(lp(x_real, x_gen)))
-        pairs["clip_t"][key].append(_cos(clip.embed_images([gen]), clip.embed_texts([row["prompt"]])))
+                pairs["lpips"][key].append(float(lp(r_lp, g_lp)))  # the lpips package's own forward
+        pairs["clip_t"][key].append(_cos(g_clip, clip.embed_texts([row["prompt"]])))
     groups = defaultdict(list)
     for row in rows:
         groups[(row["method"], row["subject"], row["prompt_index"])].append(row)
     for key, members in groups.items():
         for r1, r2 in combinations(members, 2):
-            x1, x2 = (lpips_input(load_rgb(gen_dir / r["path"]), LPIPS_SIZE)[None] for r in (r1, r2))
+            x1, x2 = (of(gen_dir / r["path"])[2] for r in (r1, r2))
             with torch.no_grad():
                 pairs["lpips_diversity"][key].append(float(lp(x1, x2)))
     return pairs
@@ -62,7 +69,7 @@ def _mean(pairs, select):
 def test_means_per_subject_and_per_prompt_equal_brute_force(synthetic_dreambooth, tmp_path):
     gen, real, rows = synthetic_dreambooth({"a": 2, "b": 5}, prompts=2, per_prompt=2, methods=("m1", "m2"))
     cfg = DreamBoothEvalConfig(generated=str(gen), real=str(real), out=str(tmp_path / "o"), random_init=True,
-                               seed=7, batch_size=3, lpips_size=LPIPS_SIZE)
+                               seed=7, batch_size=3, lpips_size=LPIPS_SIZE, device="cpu")  # brute force runs on CPU
     payload = evaluate_dreambooth(cfg)
     ref = brute_force(gen, real, rows, seed=7)
     for method in ("m1", "m2"):
@@ -86,7 +93,7 @@ def test_means_per_subject_and_per_prompt_equal_brute_force(synthetic_dreambooth
 def test_real_self_pairs_equal_brute_force(synthetic_dreambooth, tmp_path):
     gen, real, _ = synthetic_dreambooth({"a": 3, "b": 4}, prompts=1, per_prompt=1)
     cfg = DreamBoothEvalConfig(generated=str(gen), real=str(real), out=str(tmp_path / "o"), random_init=True,
-                               metrics=("dino",))
+                               metrics=("dino",), device="cpu")
     payload = evaluate_dreambooth(cfg)
     dino = load_dino("x", CPU, True, 0)
     values = {s: [_cos(dino.embed_images([load_rgb(p)]), dino.embed_images([load_rgb(q)]))

@@ -31,13 +31,15 @@ def test_two_processes_match_one(synthetic_dreambooth, tmp_path):
            "-m", "eval", "dreambooth", "--generated", str(gen), "--real", str(real), "--random-init",
            "--lpips-size", "64", "--batch-size", "2", "--metrics", "dino", "lpips", "lpips_diversity",
            "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # ACCELERATE_USE_CPU: CPU ranks over gloo, also on a machine with fewer GPUs than ranks
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     two = json.loads((out / "metrics.json").read_text())
     one = evaluate_dreambooth(DreamBoothEvalConfig(generated=str(gen), real=str(real), out=str(tmp_path / "one"),
                                                    random_init=True, lpips_size=64, batch_size=2,
-                                                   metrics=("dino", "lpips", "lpips_diversity")))
+                                                   metrics=("dino", "lpips", "lpips_diversity"), device="cpu"))
     assert two["processes"] == 2 and one["processes"] == 1
     for method, result in one["results"].items():
         assert two["results"][method]["pairs"] == result["pairs"]
