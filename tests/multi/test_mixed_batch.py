@@ -14,20 +14,21 @@ SEEDS = [0, 1, 2, 3]
 
 def make_adapters(tmp_path, method, names=("dog", "cat")):
     paths = {}
+    unet = tiny_pipeline().unet
     for i, name in enumerate(names):
-        pipe = tiny_pipeline()
-        ed.apply_ether(pipe.unet, ed.EtherConfig(method, 4, init_seed=10 + i))
+        ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=10 + i))
         with torch.no_grad():  # move away from the init so identity methods differ from the base
             g = torch.Generator().manual_seed(i)
-            for p in ed.ether_parameters(pipe.unet):
+            for p in ed.ether_parameters(unet):
                 p.add_(torch.randn(p.shape, generator=g) * 0.3)
-        paths[name] = ed.save_ether(pipe.unet, tmp_path / name)
+        paths[name] = ed.save_ether(unet, tmp_path / name)
+        ed.remove_ether(unet)
     return paths
 
 
 def generate(pipe, prompts, seeds, **kw):
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    return pipe(prompts, generator=gens, num_inference_steps=3, height=64, width=64, output_type="np",
+    return pipe(prompts, generator=gens, num_inference_steps=2, height=64, width=64, output_type="np",
                 guidance_scale=7.5, **kw).images
 
 
@@ -41,12 +42,14 @@ def test_mixed_batch_equals_merged_single_runs(tmp_path, method):
     choice = ["dog", "cat", "none", "dog"]
     mixed = generate(pipe, PROMPTS, SEEDS, cross_attention_kwargs={"ether_adapters": choice})
 
+    single = tiny_pipeline()  # a fresh base model; each adapter loaded from its file and merged in turn
     for i, name in enumerate(choice):
-        single = tiny_pipeline()
         if name != "none":
             ed.load_ether(single.unet, paths[name])
             ed.merge_ether(single.unet)
         alone = generate(single, [PROMPTS[i]], [SEEDS[i]])
+        if name != "none":
+            ed.remove_ether(single.unet)
         torch.testing.assert_close(torch.from_numpy(mixed[i]), torch.from_numpy(alone[0]), atol=2e-4, rtol=1e-3)
     # and the choice matters: the same prompt and seed under two adapters differ
     other = generate(pipe, PROMPTS[:1], SEEDS[:1], cross_attention_kwargs={"ether_adapters": ["cat"]})
