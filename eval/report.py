@@ -50,6 +50,18 @@ def _dreambooth_sections(p: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _segmenter_note(model: str) -> str:
+    """Which paper's S2I table these numbers sit next to, from the segmenter that scored."""
+    name = model.lower()
+    if "segformer-b4" in name and "ade" in name:
+        return (f"Scored by **{model}**: OFT's segmenter, so mIoU / aAcc compare with OFT's table; the ETHER paper "
+                "scored with UperNet-R101 (mmseg), which transformers cannot load.")
+    if "upernet" in name:
+        return (f"Scored by **{model}**: an UperNet, the nearest transformers has to the ETHER paper's UperNet-R101; "
+                "the backbone differs, so compare trends, not decimals.")
+    return f"Scored by **{model}**: compare only with numbers from the same segmenter."
+
+
 def _s2i_sections(p: dict[str, Any]) -> list[str]:
     keys = [k for k in ("mIoU", "aAcc", "mAcc", "fid") if any(k in r for r in p["results"].values())]
     rows = [[m, str(r["n_images"])] + [_fmt(r.get(k), 2 if k == "fid" else 4) for k in keys]
@@ -57,7 +69,8 @@ def _s2i_sections(p: dict[str, Any]) -> list[str]:
     if p.get("real_images"):
         rows.append(["real images", str(p["real_images"]["n_images"])] +
                     [_fmt(p["real_images"].get(k)) if k != "fid" else "–" for k in keys])
-    lines = ["## Means", "", *_table(["method", "images"] + [LABELS[k] for k in keys], rows), ""]
+    lines = [_segmenter_note(p["models"]["segmenter"]["model"]), ""] if "segmenter" in p["models"] else []
+    lines += ["## Means", "", *_table(["method", "images"] + [LABELS[k] for k in keys], rows), ""]
     small = [m for m, r in p["results"].items() if r.get("fid_n") and r["fid_n"]["generated"] < 2048]
     if small:
         lines += [f"FID from fewer than 2048 images ({', '.join(small)}) is biased upwards; compare only equal sizes.",

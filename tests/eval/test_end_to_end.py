@@ -89,3 +89,16 @@ def test_fid_cli_between_folders(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "out" / "metrics.json").read_text())["results"]["generated"]
     assert result["fid"] > 0 and result["fid_n"] == {"generated": 3, "reference": 4}
+
+
+def test_s2i_scored_at_the_generated_size(ade_generated, tmp_path):
+    gen = ade_generated("encoded")
+    for png in gen.glob("*.png"):  # the generator's 256 x 256 output, labels carried by nearest resizing
+        Image.open(png).resize((256, 256), Image.NEAREST).save(png)
+    cfg = S2IEvalConfig(generated=str(gen), ade_root=str(ADE20K), out=str(tmp_path / "o"), fid=False,
+                        score_at="generated")
+    result = evaluate_s2i(cfg, segmenter=GroundTruthSegmenter())["results"]["m"]
+    assert result["mIoU"] == result["aAcc"] == 1.0
+    cfg_ann = S2IEvalConfig(generated=str(gen), ade_root=str(ADE20K), out=str(tmp_path / "p"), fid=False)
+    with pytest.raises(AssertionError):  # at the annotation's size the stub is asked for 683 x 512 maps
+        evaluate_s2i(cfg_ann, segmenter=GroundTruthSegmenter())
