@@ -89,3 +89,18 @@ def test_s2i_from_local_weights(local, ade_generated, tmp_path):
     assert metrics["models"]["segmenter"]["architecture"] == "SegformerForSemanticSegmentation"
     assert metrics["results"]["m"]["fid"] == pytest.approx(0.0, abs=1e-6)
     assert "Scored by **" + str(local / "seg") in (out / "report.md").read_text()
+
+
+def test_legacy_vit_feature_extractor_config_loads_as_the_pil_processor(tmp_path):
+    """facebook/dino-vits16 ships a ViTFeatureExtractor config (a class transformers 5 removed)."""
+    from eval.encoders import load_dino
+
+    model, _ = tiny_dino(0)
+    model.save_pretrained(tmp_path)
+    legacy = {"do_normalize": True, "do_resize": True, "feature_extractor_type": "ViTFeatureExtractor",
+              "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 2, "size": 224}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(legacy))
+    encoder = load_dino(str(tmp_path), torch.device("cpu"))
+    prep = encoder.info["preprocessing"]
+    assert prep["class"].endswith("Pil") and prep["size"] == {"height": 224, "width": 224}
+    assert prep["resample"] == 2 and prep["image_std"] == [0.5, 0.5, 0.5] and not prep["do_center_crop"]
