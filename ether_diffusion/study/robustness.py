@@ -1,0 +1,149 @@
+"""Train one DreamBooth setup over a grid of learning rates and methods; record distances, energy, loss, metrics.
+
+Each run trains in segments of ``record_every`` steps through `train_dreambooth` with exact resume from its own
+checkpoints, so the recorded trajectory is the one of a single uninterrupted run. After each segment the adapter
+is loaded on a fresh base UNet and measured (`analysis.layer_stats`): ``||H - I||_F`` summed over layers and sides,
+``||W' - W||_F``, hyperspherical energy. Optionally each finished run is sampled on the subject's evaluation
+prompts and scored with the eval package (a subprocess: eval never imports training code).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ConfigError
+from ..data.dreambooth import PROMPTS_FILE, read_prompts_file
+from ..models.tiny import TINY_ID, TINY_RESOLUTION
+from ..training.config import check_fields, load_config
+from ..training.dreambooth import DreamBoothConfig, train_dreambooth
+from ..training.generation import GenerateConfig, generate
+from ..training.options import ADAPTER_METHODS, _f
+from .plots import plot_study
+from .weights import adapter_summary
+
+REPO = Path(__file__).resolve().parents[2]
+NOTICE_TINY = ("Numbers from the `tiny` model (random weights, a few steps): they show the tool works and the "
+               "geometric properties (ETHER's fixed distance), not the paper's results.")
+
+
+@dataclass
+class StudyConfig:
+    """Grid of (method, learning rate) DreamBooth runs with distances, energy, loss and metrics along the way."""
+
+    pretrained_model_name_or_path: str = _f(TINY_ID, "base model: 'tiny', a hub id or a local folder")
+    methods: tuple[str, ...] = _f(("ether", "ether_plus", "oft", "naive", "lora"), "methods to compare")
+    learning_rates: tuple[float, ...] = _f((1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "learning-rate grid")
+    dreambooth_root: str = _f(str(REPO / "tests" / "assets" / "dreambooth"), "DreamBooth dataset root")
+    subject: str = _f("dog", "subject folder under dreambooth_root")
+    unique_token: str = _f("qwe", "rare identifier")
+    max_train_steps: int | None = _f(None, "steps per run; default 12 for tiny, the config's for a real model")
+    record_every: int | None = _f(None, "measure every N steps; default max_train_steps / 4")
+    evaluate: bool = _f(False, "sample the 25 evaluation prompts and score them after each run")
+    num_inference_steps: int | None = _f(None, "sampler steps for evaluate; default 4 for tiny, 50 otherwise")
+    output_dir: str = _f("study_out", "runs, study.json and the plots")
+    keep_runs: bool = _f(False, "keep each run's checkpoints (large for real models)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        bad = [m for m in self.methods if m not in ADAPTER_METHODS]
+        if bad or not self.methods:
+            raise ConfigError(f"methods {bad or '[]'}: choose from {', '.join(ADAPTER_METHODS)}")
+        if not self.learning_rates or any(lr <= 0 for lr in self.learning_rates):
+            raise ConfigError(f"learning_rates must be positive, got {list(self.learning_rates)}")
+        for name in ("max_train_steps", "record_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 or null")
+
+    @property
+    def tiny(self) -> bool:
+        return self.pretrained_model_name_or_path == TINY_ID
+
+
+def _run_config(cfg: StudyConfig, method: str, lr: float, class_token: str, out: Path) -> DreamBoothConfig:
+    overrides = dict(
+        pretrained_model_name_or_path=cfg.pretrained_model_name_or_path, method=method, learning_rate=lr,
+        lr_scheduler="constant", lr_warmup_steps=0, scale_lr=False, seed=0, output_dir=str(out),
+        instance_data_dir=str(Path(cfg.dreambooth_root) / cfg.subject),
+        instance_prompt=f"a photo of {cfg.unique_token} {class_token}", validation_prompt=None, report_to="none",
+        with_prior_preservation=False)
+    if cfg.tiny:
+        overrides.update(resolution=TINY_RESOLUTION, max_train_steps=12, mixed_precision="no")
+    if cfg.max_train_steps is not None:
+        overrides["max_train_steps"] = cfg.max_train_steps
+    return load_config(DreamBoothConfig, REPO / "configs" / "dreambooth" / f"{method}.yaml", **overrides)
+
+
+def _evaluate(cfg: StudyConfig, adapter: Path, out: Path) -> dict:
+    prompts = Path(cfg.dreambooth_root) / PROMPTS_FILE
+    manifest = generate(GenerateConfig(
+        pretrained_model_name_or_path=cfg.pretrained_model_name_or_path, adapter=str(adapter), subject=cfg.subject,
+        prompts_and_classes=str(prompts), unique_token=cfg.unique_token, output_dir=str(out / "samples"),
+        num_images_per_prompt=1, num_inference_steps=cfg.num_inference_steps or (4 if cfg.tiny else 50),
+        batch_size=25 if cfg.tiny else 4, resolution=TINY_RESOLUTION if cfg.tiny else None))
+    command = [sys.executable, "-m", "eval", "dreambooth", "--generated", str(manifest.parent), "--real",
+               cfg.dreambooth_root, "--out", str(out / "eval"), "--clip-t-remove", cfg.unique_token]
+    if cfg.tiny:
+        command += ["--random-init", "--lpips-size", str(TINY_RESOLUTION)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"evaluation failed ({' '.join(command)}):\n{done.stderr[-2000:]}")
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    return next(iter(metrics["results"].values()))["means"]
+
+
+def run_one(cfg: StudyConfig, method: str, lr: float, class_token: str, out: Path) -> dict:
+    """Train one (method, lr) in segments; returns its trajectory and final numbers."""
+    train_cfg = _run_config(cfg, method, lr, class_token, out)
+    total = train_cfg.max_train_steps
+    every = cfg.record_every or max(1, total // 4)
+    trajectory = []
+    for end in sorted({*range(every, total, every), total}):
+        seg = load_config(DreamBoothConfig, None, **{**vars(train_cfg), "max_train_steps": end,
+                                                     "checkpointing_steps": every, "resume_from_checkpoint": "latest",
+                                                     "checkpoints_total_limit": 1})
+        result = train_dreambooth(seg)
+        loss = result.get("loss")
+        point = {"step": result["step"], "loss": None if loss is None or not math.isfinite(loss) else loss}
+        point.update(adapter_summary(cfg.pretrained_model_name_or_path, result["adapter_dir"], method))
+        trajectory.append(point)
+        print(f"  {method} lr={lr:g} step {point['step']}: loss={point['loss']} "
+              f"||H-I||={point['transform_dist']} ||W'-W||={point['weight_dist']:.4g} HE={point['he']:.6g}",
+              flush=True)
+    run = {"method": method, "learning_rate": lr, "trajectory": trajectory, "final": trajectory[-1]}
+    if cfg.evaluate:
+        run["metrics"] = _evaluate(cfg, out / "adapter", out)
+    if not cfg.keep_runs:
+        for ckpt in out.glob("checkpoint-*"):
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return run
+
+
+def run_study(cfg: StudyConfig) -> Path:
+    """Run the grid; writes ``study.json`` and the plots into ``output_dir``; returns the JSON path."""
+    classes, _, _ = read_prompts_file(Path(cfg.dreambooth_root) / PROMPTS_FILE)
+    if cfg.subject not in classes:
+        raise ConfigError(f"subject {cfg.subject!r} is not in {cfg.dreambooth_root}/{PROMPTS_FILE}")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for method in cfg.methods:
+        for lr in cfg.learning_rates:
+            print(f"[study] {method} at lr {lr:g}", flush=True)
+            runs.append(run_one(cfg, method, lr, classes[cfg.subject], out / "runs" / f"{method}_lr{lr:g}"))
+            (out / "study.json").write_text(json.dumps(_document(cfg, runs), indent=2))  # nothing lost if stopped
+    path = out / "study.json"
+    path.write_text(json.dumps(_document(cfg, runs), indent=2))
+    plot_study(json.loads(path.read_text()), out)
+    return path
+
+
+def _document(cfg: StudyConfig, runs: list[dict]) -> dict:
+    return {"model": cfg.pretrained_model_name_or_path, "subject": cfg.subject,
+            "notice": NOTICE_TINY if cfg.tiny else None, "config": {k: v for k, v in vars(cfg).items()},
+            "runs": runs}

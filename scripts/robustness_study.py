@@ -1,0 +1,24 @@
+#!/usr/bin/env python
+"""Learning-rate robustness and distance study (ETHER paper, Sec. 4): a grid of DreamBooth runs, plots and JSON.
+
+    python scripts/robustness_study.py                                     # tiny model on a CPU, minutes
+    python scripts/robustness_study.py --methods ether lora --learning_rates 1e-4 1e-2 --evaluate true
+    python scripts/robustness_study.py --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \
+        --max_train_steps 400 --record_every 100 --evaluate true                # SD 1.5 on a GPU
+"""
+
+from ether_diffusion.study import StudyConfig, run_study
+from ether_diffusion.training.config import parse_config
+
+
+def parse_args(argv=None) -> StudyConfig:
+    return parse_config(StudyConfig, argv)
+
+
+def main(cfg: StudyConfig) -> None:
+    path = run_study(cfg)
+    print(f"done: {path} and the plots beside it")
+
+
+if __name__ == "__main__":
+    main(parse_args())
