@@ -33,7 +33,7 @@ CLASSES_FILE = Path(__file__).resolve().parents[1] / "assets" / "ade20k_classes.
 UNLABELED_COLOR = (0, 0, 0)
 CROPS = ("none", "center", "random")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-_NAME_KEYS = ("image", "file_name", "filename", "name", "annotation", "target")
+_NAME_KEYS = ("image", "file_name", "filename", "name", "annotation")
 _CAPTION_KEYS = ("prompt", "caption", "text")
 
 
@@ -130,7 +130,7 @@ def read_captions(path: str | Path) -> dict[str, str]:
     """A caption file -> {image name (stem) or "#<index>": caption}.
 
     Accepted: a JSON object ``{"ADE_val_00000001": "a house", ...}`` (keys may be file names or paths); a JSON list
-    or JSONL of objects with a name key (``image``, ``file_name``, ``name``, ``annotation``, ``target``) and a
+    or JSONL of objects with a name key (``image``, ``file_name``, ``filename``, ``name``, ``annotation``) and a
     caption key (``prompt``, ``caption``, ``text``), e.g. tests/assets/ade20k/captions_oft_blip.jsonl; or OFT's
     released files (``{"source": "source/<i>.png", "prompt": ...}``, entry ``i`` = the split's image ``i + 1``).
     """
@@ -149,6 +149,8 @@ def read_captions(path: str | Path) -> dict[str, str]:
                     data.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise ADE20KDataError(f"{path}:{number} is not valid JSON ({e.msg})") from None
+    if isinstance(data, dict) and any(k in data for k in _CAPTION_KEYS):
+        data = [data]  # a JSONL file of one line
     if isinstance(data, dict):
         return {Path(str(k)).stem: str(v) for k, v in data.items()}
     if not isinstance(data, list):
@@ -161,7 +163,7 @@ def read_captions(path: str | Path) -> dict[str, str]:
         if caption is None or (name is None and oft is None):
             raise ADE20KDataError(f"{path}: entry {i + 1} needs a name key ({'/'.join(_NAME_KEYS)}) and a caption key "
                                   f"({'/'.join(_CAPTION_KEYS)}), got {row!r}")
-        out[Path(str(name)).stem if name is not None else f"#{oft.group(1)}"] = str(caption)
+        out[f"#{oft.group(1)}" if oft is not None else Path(str(name)).stem] = str(caption)
     return out
 
 
