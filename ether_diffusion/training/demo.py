@@ -67,7 +67,7 @@ def _train_config(cfg: DemoConfig, class_token: str) -> DreamBoothConfig:
         class_data_dir=str(out / "class_images" / class_token.replace(" ", "_")), output_dir=str(out / "train"),
         validation_prompt=f"a {cfg.unique_token} {class_token} in the jungle")
     if cfg.tiny:  # a few minutes on 2 CPU cores
-        overrides.update(resolution=TINY_RESOLUTION, max_train_steps=30, num_class_images=4, class_inference_steps=4,
+        overrides.update(resolution=TINY_RESOLUTION, max_train_steps=30, num_class_images=2, class_inference_steps=2,
                          num_validation_images=2, validation_inference_steps=4, validation_steps=15,
                          checkpointing_steps=15, checkpoints_total_limit=1, mixed_precision="no")
     if cfg.max_train_steps is not None:

@@ -80,3 +80,26 @@ def test_shipped_configs_load(method):
     lines = [line for line in (REPO / "configs" / "dreambooth" / f"{method}.yaml").read_text().splitlines()
              if line and not line.startswith("#")]
     assert all("#" in line for line in lines), [line for line in lines if "#" not in line]
+
+
+def test_scale_lr_and_scheduler_steps():
+    import torch
+
+    from ether_diffusion.training.optim import build_lr_scheduler, build_optimizer, effective_learning_rate
+
+    cfg = DreamBoothConfig(instance_data_dir=str(DOG), instance_prompt="x", learning_rate=1e-4, scale_lr=True,
+                           train_batch_size=2, gradient_accumulation_steps=3, lr_scheduler="linear",
+                           lr_warmup_steps=2)
+    assert effective_learning_rate(cfg, num_processes=4) == pytest.approx(1e-4 * 4 * 2 * 3)
+    param = torch.nn.Parameter(torch.zeros(3))
+    opt = build_optimizer([param], cfg, num_processes=1)
+    sched = build_lr_scheduler(opt, cfg, max_train_steps=10, num_processes=1)
+    lrs = []
+    for _ in range(10):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    peak = 1e-4 * 6
+    assert lrs[0] == 0 and lrs[2] == pytest.approx(peak) and lrs[-1] < lrs[3] < peak  # warm-up, then linear decay
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        build_optimizer([], cfg)

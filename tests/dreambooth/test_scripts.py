@@ -142,3 +142,19 @@ def test_demo_writes_a_report(tmp_path):
     text = report.read_text()
     assert TINY_NOTICE in text and "| ether | 25 |" in text and "real images" in text
     assert (Path(cfg.output_dir) / "grid.png").is_file() and (Path(cfg.output_dir) / "eval" / "metrics.json").is_file()
+
+
+def test_local_model_folder_trains(tmp_path):
+    """A diffusers folder on disk (how SD 1.5 is passed offline) loads and trains like a hub id."""
+    from ether_diffusion.models.loading import load_pipeline
+    from ether_diffusion.models.tiny import tiny_pipeline
+    from ether_diffusion.training.dreambooth import train_dreambooth
+
+    from .conftest import tiny_config
+
+    tiny_pipeline().save_pretrained(tmp_path / "model")
+    pipe = load_pipeline(str(tmp_path / "model"))
+    assert pipe.unet.config.cross_attention_dim == 32 and pipe.safety_checker is None
+    result = train_dreambooth(tiny_config(tmp_path / "run", pretrained_model_name_or_path=str(tmp_path / "model"),
+                                          max_train_steps=1, method="lora", lora_rank=2))
+    assert result["step"] == 1 and (result["adapter_dir"] / "adapter_config.json").is_file()
