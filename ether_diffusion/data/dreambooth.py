@@ -27,9 +27,11 @@ class DreamBoothDataset(Dataset):
     """
 
     def __init__(self, instance_dir: str | Path, resolution: int, center_crop: bool = False,
-                 random_flip: bool = False, class_dir: str | Path | None = None, seed: int = 0):
+                 random_flip: bool = False, class_dir: str | Path | None = None, seed: int = 0,
+                 num_class_images: int | None = None):
         self.instance_images = scan_images(instance_dir, "instance")
-        self.class_images = scan_images(class_dir, "class") if class_dir is not None else []
+        # like diffusers' DreamBooth scripts, use the first num_class_images of a larger class folder
+        self.class_images = scan_images(class_dir, "class")[:num_class_images] if class_dir is not None else []
         self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
         self.seed, self.epoch = seed, 0
 

@@ -91,7 +91,7 @@ def train_dreambooth(cfg: DreamBoothConfig) -> dict:
     with warnings.catch_warnings():  # skipped files were named above
         warnings.simplefilter("ignore", SkippedImageWarning)
         dataset = DreamBoothDataset(cfg.instance_data_dir, cfg.resolution, cfg.center_crop, cfg.random_flip,
-                                    class_dir, seed)
+                                    class_dir, seed, cfg.num_class_images)
 
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     if cfg.prediction_type is not None:

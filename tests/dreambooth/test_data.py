@@ -74,6 +74,7 @@ def test_augmentation_depends_only_on_seed_epoch_index(tmp_path):
 def test_prior_batches_put_instances_first(class_dir):
     ds = DreamBoothDataset(DOG, 32, class_dir=class_dir)
     assert len(ds) == 5  # max(5 instance, 2 class images)
+    assert len(DreamBoothDataset(DOG, 32, class_dir=class_dir, num_class_images=1).class_images) == 1
     batch = collate([ds[0], ds[3]])
     assert batch["pixels"].shape == (4, 3, 32, 32)
     assert batch["is_prior"].tolist() == [False, False, True, True]
