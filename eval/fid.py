@@ -7,7 +7,6 @@ TF 2015-12-05 weights): what torch-fidelity computes, and what torchmetrics comp
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +17,7 @@ from tqdm.auto import tqdm
 from eval.distributed import is_main, map_chunks
 from eval.hub import torch_hub_file
 from eval.images import load_rgb, uint8_chw
-from eval.random_init import random_inception_weights
+from eval.random_init import random_inception
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
@@ -81,9 +80,7 @@ def load_inception(device: torch.device, weights: str | None = None, random_init
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     if random_init:
-        with tempfile.TemporaryDirectory(prefix="eval_inception_") as tmp:
-            path = random_inception_weights(seed, tmp)
-            net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+        net = random_inception(seed)
         info = {"model": "random-init InceptionV3 (torch-fidelity layout)", "weights": f"random, seed {seed}"}
     else:
         path = torch_hub_file(INCEPTION_FILE, INCEPTION_URL, weights, "Inception (FID)", "--inception-weights")

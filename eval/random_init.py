@@ -76,27 +76,49 @@ def tiny_segmenter(seed: int, num_classes: int) -> tuple[SegformerForSemanticSeg
     return model, SegformerImageProcessorPil(size={"height": 128, "width": 128})
 
 
-def random_inception_weights(seed: int, folder: str | Path | None = None) -> Path:
-    """A state dict for torch-fidelity's InceptionV3, freshly initialised from `seed`, saved as a .pth file.
-
-    The layout is torch-fidelity's own (the module is built by its class), so the real loading path is exercised.
-    """
+def _inception_skeleton(device: str = "cpu"):
+    """torch-fidelity's InceptionV3 class, built without reading a weights file (meta device: no init cost)."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    class _Unloaded(FeatureExtractorInceptionV3):
-        def load_state_dict(self, state_dict, strict=True, assign=False):  # keep the seeded init
-            return None
+    class _Skeleton(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict, strict=True, assign=False):
+            if not state_dict:  # the constructor's own load: keep the skeleton as built
+                return None
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    folder = Path(folder or tempfile.mkdtemp(prefix="eval_inception_"))
-    empty = folder / "empty.pth"
-    torch.save({}, empty)
+    with tempfile.TemporaryDirectory() as tmp, torch.device(device):
+        torch.save({}, Path(tmp) / "empty.pth")
+        return _Skeleton("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(Path(tmp) / "empty.pth"))
+
+
+@functools.lru_cache(maxsize=2)
+def random_inception_state(seed: int) -> dict[str, torch.Tensor]:
+    """A state dict in torch-fidelity's InceptionV3 layout, seeded, with BN statistics calibrated on noise.
+
+    Calibration (one train-mode pass, cumulative BN averages) keeps activations O(1): random BN statistics either
+    explode or underflow into denormals, which make CPU convolutions many times slower.
+    """
     with seeded(seed):
-        net = _Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
-        for module in net.modules():  # spread BN statistics so random features are not all ~0
+        net = _inception_skeleton()
+        for module in net.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.05, 0.2)
+                module.momentum = None
+        net.train()
+        with torch.no_grad():
+            net(torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8))
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def random_inception(seed: int):
+    """torch-fidelity's InceptionV3 holding `random_inception_state(seed)`, in eval mode."""
+    net = _inception_skeleton("meta")
+    net.load_state_dict(random_inception_state(seed), assign=True)
+    return net.eval().requires_grad_(False)
+
+
+def random_inception_weights(seed: int, folder: str | Path | None = None) -> Path:
+    """`random_inception_state(seed)` saved as a .pth file that torch-fidelity's loader reads like the real one."""
+    folder = Path(folder or tempfile.mkdtemp(prefix="eval_inception_"))
     path = folder / f"random_inception_seed{seed}.pth"
-    torch.save(net.state_dict(), path)
-    empty.unlink()
+    torch.save(random_inception_state(seed), path)
     return path

@@ -1,7 +1,7 @@
 """Real-mode loading from local folders and files (no hub): the path a user takes with downloaded weights.
 
 Tiny random models are saved the way real checkpoints are (save_pretrained / state-dict files), then scored in
-real mode with --dino / --clip / --lpips-backbone / --segmenter / --inception-weights; DINO / CLIP numbers must equal
+real mode with --dino / --clip / --lpips-backbone / --segmenter; DINO / CLIP numbers must equal
 the random-init run of the same models.
 """
 
@@ -16,7 +16,7 @@ import torchvision
 from transformers import CLIPTokenizer
 
 from eval.cli import main
-from eval.random_init import random_inception_weights, tiny_clip, tiny_dino, tiny_segmenter
+from eval.random_init import tiny_clip, tiny_dino, tiny_segmenter
 
 from .conftest import ADE20K, DREAMBOOTH
 
@@ -40,7 +40,6 @@ def local(tmp_path_factory):
         processor.save_pretrained(root / name)
     clip_tokenizer_from_open_clip().save_pretrained(root / "clip")
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), root / "alexnet-owt-7be5be79.pth")
-    random_inception_weights(0, root)
     return root
 
 
@@ -79,15 +78,15 @@ def test_dreambooth_from_local_weights_equals_random_init(local, tmp_path):
 
 
 def test_s2i_from_local_weights(local, ade_generated, tmp_path):
-    out = tmp_path / "out"
+    out = tmp_path / "out"  # FID from a weights file: test_fid.py (bit for bit) and the s2i e2e test
     code = main(["s2i", "--generated", str(ade_generated("copies")), "--ade-root", str(ADE20K), "--segmenter",
-                 str(local / "seg"), "--inception-weights", str(local / "random_inception_seed0.pth"),
-                 "--device", "cpu", "--out", str(out)])
+                 str(local / "seg"), "--no-fid", "--score-real", "--device", "cpu", "--out", str(out)])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["models"]["segmenter"]["model"] == str(local / "seg")
     assert metrics["models"]["segmenter"]["architecture"] == "SegformerForSemanticSegmentation"
-    assert metrics["results"]["m"]["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["real_images"]["mIoU"] == pytest.approx(metrics["results"]["m"]["mIoU"])
+    assert "inception" not in metrics["models"] and "fid" not in metrics["results"]["m"]
     assert "Scored by **" + str(local / "seg") in (out / "report.md").read_text()
 
 
