@@ -88,7 +88,8 @@ class S2IGenerateConfig:
     num_inference_steps: int = _f(50, "sampler steps (OFT: DDIM 50)")
     guidance_scale: float = _f(9.0, "classifier-free guidance; the map conditions both branches (OFT: 9.0)")
     scheduler: Literal["default", "ddim", "dpm_solver", "euler"] = _f("ddim", "sampler (OFT: DDIM, eta 0)")
-    resolution: int | None = _f(None, "side of the square images; default: the model's (512 on SD 1.5)")
+    resolution: int | None = _f(None, "side of the square images; default: the training resolution (model/train_config.yaml), "
+                                             "else the base model's (512 on SD 1.5)")
     merge: bool = _f(True, "fold the adapter into the weights (base-model speed)")
     mixed_precision: Literal["no", "fp16", "bf16"] | None = _f(None, "weights dtype; default fp16 on GPU, fp32 on CPU")
     output_dir: str = _f("samples/s2i", "images go to <output_dir>/<method>/, plus <output_dir>/manifest.jsonl")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import yaml
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
@@ -21,6 +22,14 @@ from ..training.manifest import write_manifest
 from .config import S2IGenerateConfig
 from .model import load_s2i_model
 from .sampling import sample_from_maps
+from .train import CONFIG_FILE
+
+
+def trained_resolution(model: str | Path) -> int | None:
+    """The ``resolution`` of the ``train_config.yaml`` that train_s2i.py writes beside the model, if any."""
+    path = Path(model) / CONFIG_FILE
+    value = (yaml.safe_load(path.read_text()) or {}).get("resolution") if path.is_file() else None
+    return value if isinstance(value, int) else None
 
 
 def build_s2i_pipeline(cfg: S2IGenerateConfig, device: torch.device):
@@ -41,7 +50,7 @@ def generate_s2i(cfg: S2IGenerateConfig) -> Path:
     maps = scan_annotations(cfg.annotations, cfg.captions, cfg.prompt, cfg.limit)  # bad input fails before loading
     pipe, controlled, method = build_s2i_pipeline(cfg, state.device)
     method = cfg.method_name or method
-    size = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = cfg.resolution or trained_resolution(cfg.model) or pipe.unet.config.sample_size * pipe.vae_scale_factor
     out = Path(cfg.output_dir)
     n = cfg.num_images_per_map
     rows = [{"path": f"{method}/{name}{f'_{j:02d}' if n > 1 else ''}.png", "prompt": prompt,

@@ -38,7 +38,7 @@ def tiny_config(out: Path, **overrides):
     from ether_diffusion.s2i.config import S2IConfig
 
     values = dict(pretrained_model_name_or_path="tiny", data_root=str(ADE20K), train_split="validation",
-                  captions=str(CAPTIONS), validation_captions=str(CAPTIONS), output_dir=str(out), resolution=64,
+                  captions=str(CAPTIONS), validation_captions=str(CAPTIONS), output_dir=str(out), resolution=32,
                   train_batch_size=2, max_train_steps=2, learning_rate=1e-3, control_learning_rate=1e-3,
                   report_to="none", seed=0, mixed_precision="no", checkpointing_steps=1000,
                   num_validation_images=2, validation_inference_steps=2, validation_steps=1000)

@@ -46,7 +46,7 @@ def test_two_steps(tmp_path, method):
         trained = load_file(str(model / "adapter_model.safetensors"))
         assert init.keys() == trained.keys() and any(not torch.equal(init[k], trained[k]) for k in init)
     grid = Image.open(tmp_path / "run" / "validation" / "step000002.png")
-    assert grid.size == (2 * 64, 2 * 64)  # 2 validation maps, each row: map | generated
+    assert grid.size == (2 * 32, 2 * 32)  # 2 validation maps, each row: map | generated
     if method == "ether":
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -67,7 +67,7 @@ def test_save_load_generate_reproduces(tmp_path, method):
         for p in adapter_params + encoder_params:
             p.add_(0.05 * torch.randn_like(p))
     pipe.set_progress_bar_config(disable=True)
-    maps = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    maps = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     args = (maps, ["a house", "a street"], [7, 8], 2, 9.0)
     before = _pixels(sample_from_maps(pipe, controlled, *args))
     save_s2i_model(controlled, method, tmp_path / "model")
@@ -82,7 +82,7 @@ def test_save_load_generate_reproduces(tmp_path, method):
     merged, _ = load_s2i_model(merged_pipe.unet, tmp_path / "model", merge=True)
     assert np.abs(_pixels(sample_from_maps(merged_pipe, merged, *args)) - before).max() <= 2  # merging: speed only
     plain = _pixels(fresh(["a house", "a street"], generator=[torch.Generator().manual_seed(s) for s in (7, 8)],
-                          num_inference_steps=2, guidance_scale=9.0, height=64, width=64).images)
+                          num_inference_steps=2, guidance_scale=9.0, height=32, width=32).images)
     assert np.abs(plain - before).max() > 2  # (without the map the images differ: the test can fail)
 
 
