@@ -37,7 +37,10 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, hint: Any)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ether-eval", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ether-eval", description="Score generated images the way the papers do (DreamBooth, ADE20K S2I, FID).",
+        epilog="Defaults are the published protocols; see configs/eval/*.yaml. Weights: hub ids, local folders, "
+               "HF_HUB_OFFLINE / TORCH_HOME caches, or explicit paths.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (cls, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

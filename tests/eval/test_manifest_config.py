@@ -96,3 +96,11 @@ def test_shipped_yaml_configs_load(tmp_path):
         assert cfg.random_init is False
     assert load_yaml(root / "dreambooth.yaml")["dino"] == "facebook/dino-vits16"
     assert load_yaml(root / "s2i.yaml")["segmenter"] == "nvidia/segformer-b4-finetuned-ade-512-512"
+
+
+def test_public_api_names_resolve():
+    import eval
+
+    assert all(callable(getattr(eval, name)) for name in eval.__all__)
+    with pytest.raises(AttributeError):
+        eval.not_a_name  # noqa: B018
