@@ -12,5 +12,5 @@ class ModelNotAvailableError(RuntimeError):
 
     The message names the model and how to provide it, e.g.
     "DINO model 'facebook/dino-vits16' is not available offline; download it on a machine with internet
-    (huggingface-cli download facebook/dino-vits16) and pass --dino /path/to/it".
+    (hf download facebook/dino-vits16 --local-dir dino-vits16) and pass --dino /path/to/it".
     """

@@ -32,7 +32,8 @@ def _missing(what: str, spec: str, flag: str, reason: str) -> ModelNotAvailableE
                                       f"pass {flag} with the folder that holds its config and weights")
     return ModelNotAvailableError(
         f"{what} '{spec}' is not available offline; download it on a machine with internet "
-        f"(huggingface-cli download {spec}) and pass {flag} /path/to/it (or put it in the HF cache)")
+        f"(hf download {spec} --local-dir {spec.rsplit('/', 1)[-1]}) and pass {flag} /path/to/it "
+        "(or put it in the HF cache)")
 
 
 def hf_load(loader: Callable[..., Any], spec: str, what: str, flag: str, **kwargs: Any) -> Any:

@@ -56,7 +56,7 @@ def _cached_weights(arch: str, tag: str) -> str:
     arch_to_pass = arch + ("-quickgelu" if cfg.get("quick_gelu") else "")
     raise ModelNotAvailableError(
         f"open_clip weights '{arch}' / '{tag}' are not available offline; download them on a machine with internet "
-        f"(huggingface-cli download {repo}) and pass --clip open_clip:{arch_to_pass}:/path/to/its/weights_file")
+        f"(hf download {repo}) and pass --clip open_clip:{arch_to_pass}:/path/to/its/weights_file")
 
 
 @dataclass

@@ -34,7 +34,7 @@ def test_hub_id_offline_names_the_model_and_the_fix():
     message = str(err.value)
     assert time.monotonic() - start < 20  # fails fast: no network retries
     assert f"DINO model '{MISSING_ID}' is not available offline" in message
-    assert f"huggingface-cli download {MISSING_ID}" in message and "--dino" in message
+    assert f"hf download {MISSING_ID} --local-dir dino-vits16-not-in-any-cache" in message and "--dino" in message
     assert "\n" not in message
 
 
