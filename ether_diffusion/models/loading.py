@@ -24,7 +24,7 @@ def _looks_like_path(name: str) -> bool:
 
 def _offline_message(name: str, reason: str) -> str:
     return (f"model {name!r} is not available offline ({reason}); download it once where there is network "
-            f"(huggingface-cli download {name}) or pass a local path: --pretrained_model_name_or_path "
+            f"(hf download {name}) or pass a local path: --pretrained_model_name_or_path "
             "/path/to/stable-diffusion-v1-5 (a diffusers folder with model_index.json)")
 
 
