@@ -58,6 +58,8 @@ class DreamBoothEvalConfig(RuntimeOptions):
     metrics: tuple[str, ...] = _help("metrics to compute", DREAMBOOTH_METRICS)
     real_self_pairs: bool = _help("add the 'real images' row: real x real pairs of each subject, i != j", True)
     clip_t_remove: str | None = _help("word removed from prompts before CLIP-T (e.g. the identifier 'sks')", None)
+    skip_black_images: bool = _help("leave out all-black generated images (safety-checker output), as OFT's "
+                                    "eval.py does", True)
     grid_subjects: int = _help("subjects shown in grid.png", 6)
     grid_images: int = _help("real and generated images per subject in grid.png", 4)
 

@@ -16,7 +16,8 @@ from eval.config import DreamBoothEvalConfig, config_to_dict
 from eval.distributed import pick_device
 from eval.dreambooth_lpips import lpips_generated, lpips_real_self_pairs
 from eval.encoders import load_clip, load_dino
-from eval.images import subject_images
+from eval.errors import EvalInputError
+from eval.images import is_all_black, subject_images
 from eval.lpips_metric import load_lpips
 from eval.manifest import ManifestRow, read_manifest
 from eval.pairwise import cosine_matrix, flat_mean, grouped_flat_means, off_diagonal, pair_count
@@ -32,6 +33,7 @@ PROTOCOL = {
     "lpips": "lpips net='alex' v0.1, images resized to 512 x 512 and scaled to [-1, 1]",
     "lpips_diversity": "DreamBooth paper's diversity: LPIPS between generated images of the same subject and prompt",
     "real_images": "real x real pairs of each subject, i != j",
+    "black_images": "all-black generated images (safety checker) are left out, as OFT's datasets do",
 }
 SIMILARITY_METRICS = ("dino", "clip_i")
 
@@ -85,6 +87,10 @@ def _strip(prompt: str, word: str | None) -> str:
 def evaluate_dreambooth(cfg: DreamBoothEvalConfig) -> dict[str, Any]:
     """Score the generated images of `cfg.generated` against `cfg.real`; returns the metrics.json payload."""
     rows = read_manifest(cfg.generated, require=("subject",))
+    black = [r for r in rows if is_all_black(r.path)] if cfg.skip_black_images else []
+    rows = [r for r in rows if r not in black]  # OFT's datasets return None for all-black images
+    if not rows:
+        raise EvalInputError("every generated image is all black; nothing to score (see skip_black_images)")
     subjects = list(dict.fromkeys(r.subject for r in rows))
     real = {s: subject_images(cfg.real, s) for s in subjects}
     real_paths = [p for s in subjects for p in real[s]]
@@ -143,6 +149,7 @@ def evaluate_dreambooth(cfg: DreamBoothEvalConfig) -> dict[str, Any]:
         "models": models,
         "config": config_to_dict(cfg),
         "n_images": len(rows),
+        "skipped_black_images": [str(r.path) for r in black],
         "subjects": {s: [str(p) for p in real[s]] for s in subjects},
         "results": aggregate({m: per_row[m] for m in order}, rows),
         "real_images": _real_row(self_pairs) if self_pairs else None,

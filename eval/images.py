@@ -22,6 +22,11 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise EvalInputError(f"cannot read image '{path}' ({err}); replace or remove it") from None
 
 
+def is_all_black(path: str | Path) -> bool:
+    """True when every pixel of every channel is 0 (what a diffusers safety checker returns)."""
+    return all(high == 0 for _, high in load_rgb(path).getextrema())
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly inside `folder`, sorted by name."""
     folder = Path(folder)

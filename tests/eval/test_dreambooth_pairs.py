@@ -9,6 +9,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from eval.config import DreamBoothEvalConfig
 from eval.dreambooth import evaluate_dreambooth
@@ -112,10 +113,14 @@ def test_identical_images_score_one_and_zero_lpips(tmp_path):
     gen.mkdir()
     shutil.copy(DREAMBOOTH / "dog" / "02.jpg", real / "00.jpg")
     shutil.copy(DREAMBOOTH / "dog" / "02.jpg", gen / "same.jpg")
-    write_manifest(gen, [{"path": "same.jpg", "prompt": "a dog", "seed": 0, "method": "m", "subject": "dog"}])
+    Image.new("RGB", (64, 64)).save(gen / "black.png")  # a safety-checker output: left out, as OFT does
+    write_manifest(gen, [{"path": "same.jpg", "prompt": "a dog", "seed": 0, "method": "m", "subject": "dog"},
+                         {"path": "black.png", "prompt": "a dog", "seed": 1, "method": "m", "subject": "dog"}])
     cfg = DreamBoothEvalConfig(generated=str(gen), real=str(tmp_path / "real"), out=str(tmp_path / "o"),
                                random_init=True, lpips_size=LPIPS_SIZE, metrics=("dino", "clip_i", "lpips"))
-    means = evaluate_dreambooth(cfg)["results"]["m"]["means"]
+    payload = evaluate_dreambooth(cfg)
+    assert payload["n_images"] == 1 and payload["skipped_black_images"] == [str((gen / "black.png").resolve())]
+    means = payload["results"]["m"]["means"]
     assert means["dino"] == pytest.approx(1.0, abs=1e-6)
     assert means["clip_i"] == pytest.approx(1.0, abs=1e-6)
     assert means["lpips"] == 0.0
