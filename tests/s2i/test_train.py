@@ -29,7 +29,8 @@ def _pixels(images) -> np.ndarray:
 
 @pytest.mark.parametrize("method", ["ether", "ether_plus", "none"])
 def test_two_steps(tmp_path, method):
-    cfg = tiny_config(tmp_path / "run", method=method, report_to="tensorboard" if method == "ether" else "none")
+    cfg = tiny_config(tmp_path / "run", method=method, report_to="tensorboard" if method == "ether" else "none",
+                      mixed_precision="bf16" if method == "none" else "no")  # bf16: frozen weights, fp32 encoder
     result = train_s2i(cfg)
     assert result["step"] == 2 and np.isfinite(result["loss"])
     model = result["model_dir"]
