@@ -35,7 +35,6 @@ PROTOCOL = {
     "real_images": "real x real pairs of each subject, i != j",
     "black_images": "all-black generated images (safety checker) are left out, as OFT's datasets do",
 }
-SIMILARITY_METRICS = ("dino", "clip_i")
 
 
 def prompt_key(row: ManifestRow) -> str:
@@ -84,6 +83,22 @@ def _strip(prompt: str, word: str | None) -> str:
     return " ".join(w for w in prompt.split() if w != word) if word else prompt
 
 
+def _cosine_pairs(gen: torch.Tensor, ref: torch.Tensor, rows: Sequence[ManifestRow], real_slice: dict[str, slice],
+                  self_pairs: bool) -> tuple[list[np.ndarray], dict[str, np.ndarray] | None]:
+    """Per row: (R_s,) cosines to its subject's real images; per subject: real x real cosines with i != j."""
+    per_row = [cosine_matrix(gen[i : i + 1], ref[real_slice[r.subject]]).numpy()[0] for i, r in enumerate(rows)]
+    real = {s: off_diagonal(cosine_matrix(ref[sl], ref[sl]).numpy()) for s, sl in real_slice.items()}
+    return per_row, (real if self_pairs else None)
+
+
+def _clip_t(clip: Any, gen: torch.Tensor, prompts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+    """Per row: (1,) cosine of its image embedding and its prompt's text embedding."""
+    unique = list(dict.fromkeys(prompts))
+    text = torch.cat([clip.embed_texts(unique[i : i + batch_size]) for i in range(0, len(unique), batch_size)])
+    index = {p: i for i, p in enumerate(unique)}  # text: (P, D)
+    return [cosine_matrix(gen[i : i + 1], text[index[p]][None]).numpy()[0] for i, p in enumerate(prompts)]
+
+
 def evaluate_dreambooth(cfg: DreamBoothEvalConfig) -> dict[str, Any]:
     """Score the generated images of `cfg.generated` against `cfg.real`; returns the metrics.json payload."""
     rows = read_manifest(cfg.generated, require=("subject",))
@@ -94,42 +109,30 @@ def evaluate_dreambooth(cfg: DreamBoothEvalConfig) -> dict[str, Any]:
     subjects = list(dict.fromkeys(r.subject for r in rows))
     real = {s: subject_images(cfg.real, s) for s in subjects}
     real_paths = [p for s in subjects for p in real[s]]
-    real_slice, start = {}, 0
-    for s in subjects:
-        real_slice[s], start = slice(start, start + len(real[s])), start + len(real[s])
+    bounds = np.cumsum([0] + [len(real[s]) for s in subjects])
+    real_slice = {s: slice(int(bounds[k]), int(bounds[k + 1])) for k, s in enumerate(subjects)}  # s in real_paths
     device = pick_device(cfg.device)
     gen_paths = [r.path for r in rows]
     per_row: dict[str, list] = {}
     self_pairs: dict[str, dict[str, np.ndarray]] = {}
     models: dict[str, Any] = {}
 
-    encoders = {"dino": ("dino", load_dino, cfg.dino), "clip_i": ("clip", load_clip, cfg.clip)}
-    clip = None
-    for metric in SIMILARITY_METRICS:
-        needs_clip_t = metric == "clip_i" and "clip_t" in cfg.metrics
-        if metric not in cfg.metrics and not needs_clip_t:
+    wants_clip = {"clip_i", "clip_t"} & set(cfg.metrics)
+    for metric, name, loader, spec, wanted in (("dino", "dino", load_dino, cfg.dino, "dino" in cfg.metrics),
+                                               ("clip_i", "clip", load_clip, cfg.clip, bool(wants_clip))):
+        if not wanted:
             continue
-        name, loader, spec = encoders[metric]
         encoder = loader(spec, device, cfg.random_init, cfg.seed)
         models[name] = encoder.info
-        gen = embed_files(gen_paths, encoder.embed_images, cfg.batch_size, f"{metric} generated")  # (G, D)
+        gen = embed_files(gen_paths, encoder.embed_images, cfg.batch_size, f"{name} generated")  # (G, D)
         if metric in cfg.metrics:
-            ref = embed_files(real_paths, encoder.embed_images, cfg.batch_size, f"{metric} real")  # (R_all, D)
-            per_row[metric] = [cosine_matrix(gen[i : i + 1], ref[real_slice[r.subject]]).numpy()[0]
-                               for i, r in enumerate(rows)]  # each (R_s,)
-            if cfg.real_self_pairs:
-                self_pairs[metric] = {s: off_diagonal(cosine_matrix(ref[real_slice[s]], ref[real_slice[s]]).numpy())
-                                      for s in subjects}
-        if needs_clip_t:
-            clip, clip_gen = encoder, gen
-    if clip is not None:
-        prompts = [_strip(r.prompt, cfg.clip_t_remove) for r in rows]
-        unique = list(dict.fromkeys(prompts))
-        text = torch.cat([clip.embed_texts(unique[i : i + cfg.batch_size])
-                          for i in range(0, len(unique), cfg.batch_size)])  # (P, D)
-        text_of = {p: text[i] for i, p in enumerate(unique)}
-        per_row["clip_t"] = [cosine_matrix(clip_gen[i : i + 1], text_of[p][None]).numpy()[0]
-                             for i, p in enumerate(prompts)]  # each (1,)
+            ref = embed_files(real_paths, encoder.embed_images, cfg.batch_size, f"{name} real")  # (R_all, D)
+            per_row[metric], real_pairs = _cosine_pairs(gen, ref, rows, real_slice, cfg.real_self_pairs)
+            if real_pairs is not None:
+                self_pairs[metric] = real_pairs
+        if name == "clip" and "clip_t" in cfg.metrics:
+            per_row["clip_t"] = _clip_t(encoder, gen, [_strip(r.prompt, cfg.clip_t_remove) for r in rows],
+                                        cfg.batch_size)
 
     if {"lpips", "lpips_diversity"} & set(cfg.metrics):
         model, models["lpips"] = load_lpips(device, cfg.lpips_backbone, cfg.random_init, cfg.seed)
