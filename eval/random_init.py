@@ -105,7 +105,7 @@ def random_inception_state(seed: int) -> dict[str, torch.Tensor]:
                 module.momentum = None
         net.train()
         with torch.no_grad():
-            net(torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8))
+            net(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))  # (B, 3, H, W) -> resized to 299
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
