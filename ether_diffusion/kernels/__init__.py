@@ -10,6 +10,11 @@
 | ``"torch_fold"`` | anywhere                 | plain PyTorch with the maps folded into the weight every call         |
 | ``"act"``    | CUDA + triton                | fused Triton kernels on activations (``kernels.fused``)               |
 | ``"fold"``   | CUDA + triton                | fused Triton kernels folding the maps into the weight every call      |
+| ``"step"``   | CUDA + triton, a whole model | ONE launch folds every layer of the model per forward (``step.py``);  |
+|              |                              | each layer then runs the frozen model's own linear                    |
+
+``"auto"`` picks ``step`` for a model prepared by ``apply_ether`` (which calls ``attach``) and layer-wise forms
+otherwise: an eager training step is bound by kernel launches, and ``step`` adds almost none.
 
 Triton is imported only when a Triton form runs.
 """
@@ -17,23 +22,30 @@ Triton is imported only when a Triton form runs.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import torch
 import torch.nn.functional as F
 
 from .. import functional as Fn
 
-IMPLS = ("auto", "torch", "torch_fold", "act", "fold")
+IMPLS = ("auto", "torch", "torch_fold", "act", "fold", "step")
 FUSED_METHODS = ("ether", "ether_plus")
 _TRITON: bool | None = None
+# under triton's CPU interpreter (tests), CPU tensors count as devices for the Triton forms
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def triton_available() -> bool:
     """Whether the Triton forms can run here (triton importable and a CUDA device present)."""
     global _TRITON
     if _TRITON is None:
-        _TRITON = importlib.util.find_spec("triton") is not None and torch.cuda.is_available()
+        _TRITON = importlib.util.find_spec("triton") is not None and (torch.cuda.is_available() or _INTERPRET)
     return _TRITON
+
+
+def _on_device(x: torch.Tensor) -> bool:
+    return x.is_cuda or _INTERPRET
 
 
 def _compiling() -> bool:
@@ -60,13 +72,27 @@ def fold_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 
 def adapted_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, method: str,
-                   p_in: Fn.Params, p_out: Fn.Params | None = None, impl: str = "auto") -> torch.Tensor:
-    """``y = H̃ W H x + b``: x (..., d), weight (f, d), bias (f,) or None -> (..., f). See the module table."""
+                   p_in: Fn.Params, p_out: Fn.Params | None = None, impl: str = "auto",
+                   layer: tuple | None = None) -> torch.Tensor:
+    """``y = H̃ W H x + b``: x (..., d), weight (f, d), bias (f,) or None -> (..., f). See the module table.
+
+    ``layer`` = (processor, projection name) lets ``step`` find the layer in its model's ``StepFold``.
+    """
+    group = getattr(layer[0], "_ether_step", None) if layer is not None else None
     if impl == "auto":
-        if method not in FUSED_METHODS or not x.is_cuda or _compiling() or not triton_available():
+        if method not in FUSED_METHODS or not _on_device(x) or _compiling() or not triton_available():
             return Fn.adapted_linear(x, weight, bias, method, p_in, p_out)
-        impl = choose_form(method, x.numel() // x.shape[-1], weight.shape[1], weight.shape[0],
-                           torch.is_grad_enabled())
+        if group is not None and not weight.requires_grad and (bias is None or not bias.requires_grad):
+            impl = "step"
+        else:
+            impl = choose_form(method, x.numel() // x.shape[-1], weight.shape[1], weight.shape[0],
+                               torch.is_grad_enabled())
+    if impl == "step":
+        if group is None or not _on_device(x) or not triton_available():
+            raise RuntimeError("impl='step' needs a CUDA model prepared by apply_ether and triton; use impl='auto'")
+        dev = x.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
+        return F.linear(x, group.weight(layer[0], layer[1], p_in, p_out, weight, dtype), bias)
     if impl == "torch":
         return Fn.adapted_linear(x, weight, bias, method, p_in, p_out)
     if impl == "torch_fold":
@@ -75,11 +101,27 @@ def adapted_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         raise ValueError(f"impl={impl!r} is unknown; choose one of {IMPLS}")
     if method not in FUSED_METHODS:
         raise ValueError(f"impl={impl!r} covers {FUSED_METHODS}, not {method!r}; use impl='torch'")
-    if not x.is_cuda or not triton_available():
+    if not _on_device(x) or not triton_available():
         raise RuntimeError(f"impl={impl!r} needs a CUDA tensor and triton (pip install triton); use impl='torch'")
     from .fused import adapted_linear as fused_linear
 
     return fused_linear(x, weight, bias, method, p_in, p_out, form=impl)
+
+
+def attach(model: torch.nn.Module) -> None:
+    """Share one ``StepFold`` among the processors of ``model`` (called by ``apply_ether``; cheap, lazy)."""
+    from ..patch import get_state
+    from ..processor import get_projection
+    from .step import StepFold
+
+    state = get_state(model)
+    if state.config.method not in FUSED_METHODS:
+        return
+    layers = [(proc, p, get_projection(model.get_submodule(name), p))
+              for name, proc in state.processors.items() for p in proc.shapes]
+    group = StepFold(layers, state.config.method, state.config.n_blocks)
+    for proc in state.processors.values():
+        proc._ether_step = group
 
 
 def set_impl(model: torch.nn.Module, impl: str) -> None:
@@ -92,4 +134,4 @@ def set_impl(model: torch.nn.Module, impl: str) -> None:
         proc.impl = impl
 
 
-__all__ = ["IMPLS", "adapted_linear", "choose_form", "fold_linear", "set_impl", "triton_available"]
+__all__ = ["IMPLS", "adapted_linear", "attach", "choose_form", "fold_linear", "set_impl", "triton_available"]

@@ -19,6 +19,8 @@ masked lanes never touch memory. This module imports triton: import it lazily (`
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -128,6 +130,7 @@ def _pow2(x: int) -> int:
     return triton.next_power_of_2(max(int(x), 1))
 
 
+@functools.lru_cache(maxsize=None)
 def _tile(n: int, b: int, budget: int) -> tuple[int, int, int, int]:
     NB, BB = _pow2(n), _pow2(b)
     BM = max(1, min(256, budget // (NB * BB)))
@@ -135,6 +138,7 @@ def _tile(n: int, b: int, budget: int) -> tuple[int, int, int, int]:
     return BM, NB, BB, warps
 
 
+@functools.lru_cache(maxsize=None)
 def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":
         return 4
