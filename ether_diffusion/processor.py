@@ -85,7 +85,8 @@ class EtherAttnProcessor(nn.Module):
         if adapter is None:
             return linear(x)
         p_in, p_out = adapter.params()
-        return adapted_linear(x, linear.weight, linear.bias, self.method, p_in, p_out, impl=self.impl)
+        return adapted_linear(x, linear.weight, linear.bias, self.method, p_in, p_out, impl=self.impl,
+                              layer=(self, projection))
 
     # ------------------------------------------------------------------ attention
     def _attend(self, attn, query, key, value, attention_mask, batch_size):
