@@ -14,6 +14,7 @@ import torch.nn as nn
 from . import functional as Fn
 from .config import PROJECTIONS, EtherConfig
 from .processor import EtherAttnProcessor, get_projection, projection_key
+from .kernels import attach
 
 STATE_ATTR = "_ether"
 
@@ -113,6 +114,7 @@ def apply_ether(model: nn.Module, config: EtherConfig, attention: str = "sdpa") 
     model.requires_grad_(False)
     model.set_attn_processor({k: processors.get(k[: -len(".processor")], proc) for k, proc in original.items()})
     setattr(model, STATE_ATTR, EtherState(config, layers, original, processors, requires_grad, attention=attention))
+    attach(model)  # the fused step-fold path (kernels/): one shared fold per model, lazy, nothing on CPU
     return model
 
 
