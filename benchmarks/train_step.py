@@ -31,7 +31,8 @@ from ether_diffusion.models.unet_configs import SD15_UNET, TINY_UNET, build_unet
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 DEFAULT_METHODS = ["floor", "ether:1", "ether:4", "ether:16", "ether_plus:1", "ether_plus:4", "ether_plus:16",
-                   "oft:4", "naive:4", "peft_lora", "peft_oft", "peft_hra", "ether:4@torch", "ether_plus:4@torch"]
+                   "oft:4", "naive:4", "peft_lora", "peft_oft", "peft_hra", "ether:4@act", "ether:4@torch",
+                   "ether_plus:4@torch"]
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -88,7 +89,7 @@ def sync(device):
 
 
 # ------------------------------------------------------------------ one batch size
-def measure(args, base, batch: int, device) -> dict:
+def measure(args, base, batch: int, device, on_partial=None) -> dict:
     size = base.config.sample_size
     gen = torch.Generator(device).manual_seed(0)
     latents = torch.randn(batch, 4, size, size, device=device, generator=gen, dtype=torch.bfloat16)
@@ -146,8 +147,17 @@ def measure(args, base, batch: int, device) -> dict:
                 r["step"]()
                 sync(device)
                 r["times"].append(1000 * (time.perf_counter() - t0))
-        print(f"  repeat {rep + 1}/{args.repeats} done", flush=True)
+        print(f"  repeat {rep + 1}/{args.repeats}: " + ", ".join(
+            f"{n} {statistics.median(r['times']):.1f}" for n, r in runs.items()), flush=True)
+        if on_partial is not None:
+            on_partial(dict(batch=batch, mode=args.mode, rows=summarise(runs), partial=rep + 1 < args.repeats))
+    result = dict(batch=batch, mode=args.mode, rows=summarise(runs))
+    if args.inference:
+        result["inference"] = inference(args, base, runs, latents, t, text, amp, device)
+    return result
 
+
+def summarise(runs: dict) -> dict:
     floor = statistics.median(runs["floor"]["times"]) if "floor" in runs else None
     floor_mem = runs.get("floor", {}).get("peak_gib")
     rows = {}
@@ -159,10 +169,7 @@ def measure(args, base, batch: int, device) -> dict:
             mem_ratio=round(r["peak_gib"] / floor_mem, 3) if floor_mem and "peak_gib" in r else None,
             trainable=sum(p.numel() for p in r["params"]), first_step_s=round(r["first_step_s"], 2),
             spread_ms=[round(min(r["times"]), 2), round(max(r["times"]), 2)], n_steps=len(r["times"]))
-    result = dict(batch=batch, mode=args.mode, rows=rows)
-    if args.inference:
-        result["inference"] = inference(args, base, runs, latents, t, text, amp, device)
-    return result
+    return rows
 
 
 @torch.no_grad()
@@ -247,15 +254,19 @@ def main(args) -> list[dict]:
         torch.backends.cudnn.allow_tf32 = True
     base = build_unet(SD15_UNET if args.unet == "sd15" else TINY_UNET, device=device).to(torch.bfloat16)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    results = []
+    results: list[dict] = []
+    tag = f"{gpu.replace(' ', '_')}_{args.unet}_{args.mode}_bs{'-'.join(map(str, args.batch))}"
+
+    def save(partial=None):  # after every repeat, so a run cut short still leaves its numbers
+        meta = dict(gpu=gpu, unet=args.unet, torch=torch.__version__, steps=args.steps, repeats=args.repeats,
+                    warmup=args.warmup, results=results + ([partial] if partial else []))
+        (out / f"train_step_{tag}.json").write_text(json.dumps(meta, indent=2))
+
     for batch in args.batch:
         print(f"batch {batch}, {args.mode}", flush=True)
-        results.append(measure(args, base, batch, device))
+        results.append(measure(args, base, batch, device, on_partial=save))
+        save()
         torch.cuda.empty_cache() if device.type == "cuda" else None
-    meta = dict(gpu=gpu, unet=args.unet, torch=torch.__version__, steps=args.steps, repeats=args.repeats,
-                warmup=args.warmup, results=results)
-    tag = f"{gpu.replace(' ', '_')}_{args.unet}_{args.mode}_bs{'-'.join(map(str, args.batch))}"
-    (out / f"train_step_{tag}.json").write_text(json.dumps(meta, indent=2))
     print(table(results, gpu, "SD 1.5" if args.unet == "sd15" else args.unet))
     return results
 

@@ -63,8 +63,8 @@ def reference(method, x, w, bias, p_in, p_out, g):
     d64 = lambda t: t.detach().double().requires_grad_()  # noqa: E731
     pi = {k: d64(v) for k, v in p_in.items()}
     po = {k: d64(v) for k, v in p_out.items()} if p_out is not None else None
-    return run(lambda *a: Fn.adapted_linear(*a[:3], method, *a[3:]), d64(x), w.double(), bias.double(), pi, po,
-               g.double())
+    b64 = bias.double() if bias is not None else None
+    return run(lambda *a: Fn.adapted_linear(*a[:3], method, *a[3:]), d64(x), w.double(), b64, pi, po, g.double())
 
 
 def fast(impl, method, x, w, bias, p_in, p_out, g):
@@ -83,8 +83,8 @@ def test_float32_matches_reference(method, form, shape):
     for i, (a, b) in enumerate(zip(out, ref)):
         assert torch.isfinite(a).all()
         assert a.dtype == (x.dtype if i < 2 else torch.float32)
-        if i >= 2 and n == shape[2]:  # b = 1: û = sign(u), dL/du is exactly 0
-            assert a.abs().max().item() < 1e-5
+        if i >= 2 and n == shape[2]:  # b = 1: û = sign(u), dL/du is 0 up to float32 rounding of Σ x g
+            assert a.abs().max().item() < 1e-6 * (x.norm() * g.norm()).item()
             continue
         assert rel(a, b) < (1e-5 if i == 0 else 1e-4), (i, rel(a, b))
 
@@ -142,6 +142,7 @@ def test_unet_training_step_auto_equals_torch(method):
     import ether_diffusion as ed
     from ether_diffusion.models.unet_configs import TINY_UNET, build_unet
 
+    torch.backends.cudnn.allow_tf32 = False  # the convolutions must not round differently between the two runs
     results = {}
     for impl in ("auto", "torch"):
         unet = build_unet(TINY_UNET, device=DEV, seed=0)
@@ -161,3 +162,67 @@ def test_unet_training_step_auto_equals_torch(method):
     assert rel(la, lt) < 1e-5
     for a, b in zip(ga, gt):
         assert rel(a, b) < 1e-4
+
+
+@pytest.mark.parametrize("n", [1, 4, 16])
+@pytest.mark.parametrize("method", ["ether", "ether_plus"])
+def test_step_fold_sd15_shapes_bf16(method, n):
+    """The one-launch fold of every layer (impl 'step', the training default) on SD 1.5's attention shapes, bf16
+    weights under autocast: outputs and gradients against the float64 reference, per layer, over two optimiser
+    steps (the second must see the updated parameters) and in no-grad mode (cached W')."""
+    import ether_diffusion as ed
+    from ether_diffusion.models.unet_configs import SD15_UNET, build_unet
+
+    cfg = dict(SD15_UNET, block_out_channels=[320, 640, 1280, 1280], layers_per_block=1)
+    unet = build_unet(cfg, device=DEV, seed=0).to(torch.bfloat16)
+    ed.apply_ether(unet, ed.EtherConfig(method, n, init_seed=0))
+    state = ed.patch.get_state(unet)
+    params = ed.ether_parameters(unet)
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)).to(p) * 0.3)
+    opt = torch.optim.SGD(params, lr=0.05)
+    layers = [(proc, p, get_linear(unet, name, p)) for name, proc in state.processors.items() for p in proc.shapes]
+    for step in range(2):
+        xs, ys, dys = [], [], []
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            for proc, p, lin in layers:
+                f, d = lin.weight.shape
+                x = torch.randn(2, 64, d, device=DEV, dtype=torch.bfloat16, requires_grad=True)
+                ys.append(proc.project(proc_attn(unet, proc), p, x))
+                xs.append(x)
+                dys.append(torch.randn_like(ys[-1]))
+        torch.autograd.backward(ys, dys)
+        for (proc, p, lin), x, y, dy in zip(layers, xs, ys, dys):
+            p_in, p_out = proc.adapter(p).params()
+            leaves = [*p_in.values(), *((p_out or {}).values())]
+            ref = reference(method, x, lin.weight, lin.bias, p_in, p_out, dy)
+            assert rel(y, ref[0]) < 1e-2
+            assert rel(x.grad, ref[1]) < 1e-2
+            for leaf, r in zip(leaves, ref[2:]):
+                assert rel(leaf.grad, r) < 3e-2, (p, rel(leaf.grad, r))
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        proc, p, lin = layers[0]
+        x = torch.randn(1, 64, lin.weight.shape[1], device=DEV, dtype=torch.bfloat16)
+        y1, y2 = proc.project(proc_attn(unet, proc), p, x), proc.project(proc_attn(unet, proc), p, x)
+        p_in, p_out = proc.adapter(p).params()
+        assert torch.equal(y1, y2)
+        b64 = lin.bias.double() if lin.bias is not None else None
+        assert rel(y1, Fn.adapted_linear(x.double(), lin.weight.double(), b64, method,
+                                         {k: v.double() for k, v in p_in.items()},
+                                         {k: v.double() for k, v in p_out.items()} if p_out else None)) < 1e-2
+
+
+def proc_attn(unet, proc):
+    import ether_diffusion as ed
+
+    name = next(k for k, v in ed.patch.get_state(unet).processors.items() if v is proc)
+    return unet.get_submodule(name)
+
+
+def get_linear(unet, name, p):
+    from ether_diffusion.processor import get_projection
+
+    return get_projection(unet.get_submodule(name), p)
