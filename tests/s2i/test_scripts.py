@@ -112,3 +112,26 @@ def test_bad_input_one_line_each(tmp_path, ade_copy, capsys):
                capsys)
     assert "has no control_encoder_config.json" in err
     assert "does not exist" in _cli(generate, gen + ["--model", str(tmp_path), "--annotations", "nowhere"], capsys)
+
+
+def test_several_images_per_map_and_limit(tmp_path):
+    from ether_diffusion.models.tiny import tiny_pipeline
+    from ether_diffusion.s2i.model import build_s2i_model, save_s2i_model
+
+    from .conftest import tiny_config
+
+    pipe = tiny_pipeline()
+    controlled, _, _ = build_s2i_model(pipe.unet, tiny_config(tmp_path, method="none"), pipe.vae_scale_factor)
+    save_s2i_model(controlled, "none", tmp_path / "model")
+    generate = _script("generate_s2i")
+    manifest = generate.main(generate.parse_args([
+        "--pretrained_model_name_or_path", "tiny", "--model", str(tmp_path / "model"), "--annotations",
+        str(ADE20K / "annotations" / "validation"), "--prompt", "a scene", "--limit", "2", "--num_images_per_map", "2",
+        "--num_inference_steps", "1", "--resolution", "32", "--seed", "10", "--method_name", "encoder-only",
+        "--output_dir", str(tmp_path / "out")]))
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert [(r["path"], r["seed"], r["prompt"]) for r in rows] == [
+        ("encoder-only/ADE_val_00000001_00.png", 10, "a scene"), ("encoder-only/ADE_val_00000001_01.png", 11, "a scene"),
+        ("encoder-only/ADE_val_00000002_00.png", 12, "a scene"), ("encoder-only/ADE_val_00000002_01.png", 13, "a scene")]
+    first, second = (np.asarray(Image.open(tmp_path / "out" / r["path"])) for r in rows[:2])
+    assert first.shape == (32, 32, 3) and not np.array_equal(first, second)  # one seed per image
