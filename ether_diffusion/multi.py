@@ -94,9 +94,20 @@ class PerSampleProjector:
         adapters = {n: self.proc.adapter(projection, n) for n in set(self.lookup)}
         if any(a is None for a in adapters.values()):
             return None, None
+        # at inference the stacked parameters are the same every sampling step: keep them until a value changes
+        cacheable = not torch.is_grad_enabled()
+        key = (tuple(self.lookup), projection)
+        versions = tuple((p._version, p.device) for a in adapters.values() for p in a.parameters())
+        cache = self.proc.__dict__.setdefault("_per_sample_cache", {})
+        if cacheable and key in cache and cache[key][0] == versions:
+            return cache[key][1]
         per = [adapters[n].params() for n in self.lookup]
         p_in = {k: torch.stack([pi[k] for pi, _ in per]) for k in per[0][0]}  # (B, ...)
         p_out = None if per[0][1] is None else {k: torch.stack([po[k] for _, po in per]) for k in per[0][1]}
+        if cacheable:
+            if len(cache) > 256:
+                cache.clear()
+            cache[key] = (versions, (p_in, p_out))
         return p_in, p_out
 
     def __call__(self, attn: nn.Module, projection: str, x: torch.Tensor) -> torch.Tensor:
