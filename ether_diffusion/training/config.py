@@ -196,9 +196,17 @@ def save_config(cfg: Any, path: str | Path) -> Path:
     return path
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage dump); --help still lists every flag."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
     """``--config FILE`` plus one ``--<field>`` per dataclass field (help from the field's metadata)."""
-    parser = argparse.ArgumentParser(description=description or (cls.__doc__ or "").strip().splitlines()[0],
+    parser = _OneLineParser(description=description or (cls.__doc__ or "").strip().splitlines()[0],
+                                     allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default=None, help="YAML file of config values; command-line flags override it")
     hints = _hints(cls)
