@@ -1,0 +1,87 @@
+"""Where a training step's time goes: host-bound or GPU-bound, and what the adapter's own kernels cost (GPU).
+
+    python benchmarks/profile_step.py --batch 4 --methods floor ether:4 ether_plus:4 peft_lora
+
+Same setup as train_step.py. For each method, a few steps under torch.profiler: wall ms per step, GPU-busy ms per
+step (sum of kernel times), kernel launches per step, and the GPU time of the kernels whose name matches ``--match``
+(the adapter's own Triton kernels by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from ether_diffusion.models.unet_configs import SD15_UNET, TINY_UNET, build_unet
+
+try:
+    from train_step import add_method
+except ImportError:  # run from the repository root as a module
+    from benchmarks.train_step import add_method
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--unet", choices=["sd15", "tiny"], default="sd15")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--methods", nargs="+", default=["floor", "ether:4", "ether_plus:4", "peft_lora"])
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--match", nargs="+", default=["gmap", "gfinish", "reflect", "unit_backward"])
+    return p.parse_args(argv)
+
+
+def _self_device_us(e) -> float:
+    for attr in ("self_device_time_total", "self_cuda_time_total"):
+        if hasattr(e, attr):
+            return float(getattr(e, attr))
+    return 0.0
+
+
+def main(args):
+    dev = torch.device("cuda")
+    base = build_unet(SD15_UNET if args.unet == "sd15" else TINY_UNET, device=dev).to(torch.bfloat16)
+    size, B = base.config.sample_size, args.batch
+    lat = torch.randn(B, 4, size, size, device=dev, dtype=torch.bfloat16)
+    noise, t = torch.randn_like(lat), torch.randint(0, 1000, (B,), device=dev)
+    text = torch.randn(B, 77, base.config.cross_attention_dim, device=dev, dtype=torch.bfloat16)
+    print(f"{torch.cuda.get_device_name()}, bs {B}: per step  wall ms | GPU-busy ms | launches | adapter kernels ms")
+    for name in args.methods:
+        unet = copy.deepcopy(base)
+        params = add_method(unet, name)
+        opt = torch.optim.AdamW(params, lr=1e-5) if params else None
+        x = lat.clone().requires_grad_()
+
+        def step():
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = torch.nn.functional.mse_loss(unet(x, t, text).sample.float(), noise.float())
+            loss.backward()
+            if opt is not None:
+                opt.step()
+
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            torch.cuda.synchronize()
+            wall = 1000 * (time.perf_counter() - t0) / args.steps
+        rows = [(e.key, e.count, _self_device_us(e)) for e in prof.key_averages()]
+        rows = [r for r in rows if r[2] > 0]  # kernels (and copies): the rows with device time of their own
+        busy = sum(r[2] for r in rows) / 1000 / args.steps
+        launches = sum(r[1] for r in rows) // args.steps
+        mine = sum(r[2] for r in rows if any(m in r[0] for m in args.match)) / 1000 / args.steps
+        print(f"{name:>14}: {wall:8.1f} | {busy:8.1f} | {launches:6d} | {mine:6.2f}", flush=True)
+        del unet, opt, params
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main(parse_args())
