@@ -53,16 +53,16 @@ def _compiling() -> bool:
 
 
 def choose_form(method: str, tokens: int, in_features: int, out_features: int, training: bool) -> str:
-    """'act' or 'fold' for one call: the cheaper of O(tokens x dim) map work and O(f x d) folding.
+    """'act' or 'fold' for one layer-wise call (models prepared by ``apply_ether`` use ``step`` instead).
 
-    Without gradients folding costs O(f d) against O(tokens d), so it wins once tokens > out_features. With
-    gradients folding also costs the weight-gradient GEMM (f x d x tokens); measured on the SD 1.5 UNet
-    (benchmarks/README.md) the activation form wins for ``ether`` and folding for ``ether_plus``, whose activation
-    form would also keep z = h Wᵀ (tokens x f) for the backward.
+    Without gradients folding costs O(f d) against O(tokens d): it wins once tokens >= out_features. With gradients
+    the activation form was faster on every SD 1.5 attention shape at batch 1, 4 and 8 (H200, n_blocks 4,
+    benchmarks/results/layer_forms_NVIDIA_H200_n4.log: summed over the UNet's layers, ether 87 ms against 108 ms
+    for fold at bs 4, ether_plus 130 ms against 173 ms): each call is bound by launches, and ``act`` has fewer.
     """
     if not training:
         return "fold" if tokens >= out_features else "act"
-    return "act" if method == "ether" else "fold"
+    return "act"
 
 
 def fold_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, method: str, p_in: Fn.Params,

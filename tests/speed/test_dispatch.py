@@ -69,7 +69,7 @@ def test_choose_form():
     assert kernels.choose_form("ether", 4096, 320, 320, training=False) == "fold"  # tokens > f: fold once
     assert kernels.choose_form("ether", 77, 768, 1280, training=False) == "act"
     assert kernels.choose_form("ether", 16384, 320, 320, training=True) == "act"
-    assert kernels.choose_form("ether_plus", 16384, 320, 320, training=True) == "fold"
+    assert kernels.choose_form("ether_plus", 16384, 320, 320, training=True) == "act"
 
 
 @pytest.mark.parametrize("method", ["ether", "ether_plus"])
@@ -119,5 +119,50 @@ def test_triton_kernels_under_the_cpu_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run([sys.executable, "-c", INTERPRETED], env=env, cwd=root, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+STEP_FOLD = textwrap.dedent("""
+    import torch
+    from ether_diffusion import functional as Fn
+    from ether_diffusion.kernels.grouped import Plan, StepFoldFn
+    torch.manual_seed(0)
+    shapes = [(8, 16), (16, 8), (12, 12), (40, 8)]
+    for method, su, sv in (("ether", -2.0, 0.0), ("ether_plus", -1.0, 1.0)):
+        for n in (1, 4):
+            weights = [torch.randn(f, d) for f, d in shapes]
+            weights[1] = torch.randn(8, 16).t()  # a transposed weight: any strides
+            prm = []
+            for f, d in shapes:
+                p_in = [torch.randn(n, d // n).requires_grad_() for _ in range(1 if method == "ether" else 2)]
+                p_out = [torch.randn(n, f // n).requires_grad_() for _ in range(2)] if method == "ether_plus" else []
+                prm.append(tuple(p_in + [None] * (2 - len(p_in)) + (p_out or [None, None])))
+            plan = Plan(weights, prm, n, sv)
+            flat = [p for ps in prm for p in ps if p is not None]
+            outs = StepFoldFn.apply(plan, torch.float32, su, sv, *flat)
+            dys = [torch.randn(f, d) for f, d in shapes]
+            grads = torch.autograd.grad(outs, flat, dys)
+            refs = []
+            for w, ps in zip(weights, prm):
+                p_in = {"u": ps[0], **({"v": ps[1]} if ps[1] is not None else {})}
+                p_out = {"u": ps[2], "v": ps[3]} if ps[2] is not None else None
+                refs.append(Fn.fold_weight(w, method, p_in, p_out))
+            ref_grads = torch.autograd.grad(refs, flat, dys)
+            for a, b in zip(outs, refs):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+            for a, b in zip(grads, ref_grads):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    print("ok")
+""")
+
+
+def test_step_fold_kernels_under_the_cpu_interpreter():
+    """One launch folds every layer (different shapes, strides): outputs and parameter gradients equal
+    ``functional.fold_weight`` through autograd."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", STEP_FOLD], env=env, cwd=root, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
