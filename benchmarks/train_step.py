@@ -206,7 +206,8 @@ def table(results: list[dict], gpu: str, unet: str = "SD 1.5") -> str:
     results = sorted(results, key=lambda r: (r["batch"], r["mode"]))
     cols = [(r["batch"], r["mode"]) for r in results]
     names = list(dict.fromkeys(n for r in results for n in r["rows"]))
-    head = "| method | trainable | " + " | ".join(f"bs {b} {m} ms (x floor)" for b, m in cols) + " | peak GiB (x floor) |"
+    head = ("| method | trainable | " + " | ".join(f"bs {b} {m} ms (x floor)" for b, m in cols)
+            + " | peak GiB (x floor) |")
     lines = [f"Training step on {gpu} ({unet} UNet, bf16 autocast, AdamW; median ms, ratio to the floor of the "
              "same run; peak memory at bs 4 eager)", "", head, "|" + " --- |" * (len(cols) + 3)]
     for n in names:

@@ -2,16 +2,17 @@
 
 ``adapted_linear(x, weight, bias, method, p_in, p_out, impl="auto")`` computes ``y = H̃ W H x + b`` with one of:
 
-| impl         | where                        | what                                                                  |
-| ------------ | ---------------------------- | --------------------------------------------------------------------- |
-| ``"auto"``   | default                      | ``act`` / ``fold`` (chosen per layer) for ether / ether_plus on CUDA with  |
-|              |                              | triton in eager mode; ``torch`` otherwise (CPU, torch.compile, oft, naive) |
-| ``"torch"``  | anywhere                     | ``functional.adapted_linear``: the maps on activations, plain PyTorch |
-| ``"torch_fold"`` | anywhere                 | plain PyTorch with the maps folded into the weight every call         |
-| ``"act"``    | CUDA + triton                | fused Triton kernels on activations (``kernels.fused``)               |
-| ``"fold"``   | CUDA + triton                | fused Triton kernels folding the maps into the weight every call      |
-| ``"step"``   | CUDA + triton, a whole model | ONE launch folds every layer of the model per forward (``step.py``);  |
-|              |                              | each layer then runs the frozen model's own linear                    |
+| impl             | where                        | what                                                          |
+| ---------------- | ---------------------------- | ------------------------------------------------------------- |
+| ``"auto"``       | default                      | ether / ether_plus on CUDA with triton, eager: ``step`` for a |
+|                  |                              | model from ``apply_ether``, else ``act`` / ``fold`` per layer;|
+|                  |                              | ``torch`` otherwise (CPU, torch.compile, oft, naive)          |
+| ``"torch"``      | anywhere                     | ``functional.adapted_linear``: maps on activations, PyTorch   |
+| ``"torch_fold"`` | anywhere                     | plain PyTorch, the maps folded into the weight every call     |
+| ``"act"``        | CUDA + triton                | fused Triton maps on activations (``fused.py``)               |
+| ``"fold"``       | CUDA + triton                | fused Triton fold of one layer's weight every call            |
+| ``"step"``       | CUDA + triton, a whole model | ONE launch folds every layer of the model per forward         |
+|                  |                              | (``step.py``, ``grouped.py``); layers run their own linear    |
 
 ``"auto"`` picks ``step`` for a model prepared by ``apply_ether`` (which calls ``attach``) and layer-wise forms
 otherwise: an eager training step is bound by kernel launches, and ``step`` adds almost none.

@@ -2,7 +2,8 @@
 
 - ``act``:  the maps act on activations.  y = map_out(map_in(x) Wᵀ) + b.  Extra work O(M d) (+ O(M f) for ETHER+);
             backward reuses the frozen layer's dx GEMM. Saves x (and z = h Wᵀ for an output side).
-- ``fold``: the maps are folded into the weight every call.  W' = H̃ W H (O(f d), independent of tokens), y = x W'ᵀ + b.
+- ``fold``: the maps are folded into the weight every call: W' = H̃ W H (O(f d), independent of tokens),
+            y = x W'ᵀ + b.
             Backward adds one GEMM, dW' = dyᵀ x (f x d x M), and the O(f d) maps' backward. Saves x; W' is
             recomputed in backward (no weight-sized tensor lives between forward and backward).
 
