@@ -31,11 +31,10 @@ def _unit(u: torch.Tensor) -> torch.Tensor:
     return u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def transform_per_sample(x: torch.Tensor, method: str, params: dict[str, torch.Tensor],
-                         transpose: bool = False) -> torch.Tensor:
+def transform_per_sample(x: torch.Tensor, method: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """x (B, N, dim), params stacked per sample (B, ...) -> (B, N, dim): sample i uses params[:][i].
 
-    Same math as ``functional.transform`` (``transpose`` included) with a leading batch dimension on the parameters.
+    Same math as ``functional.transform`` with an extra leading batch dimension on the parameters.
     """
     if method in ("ether", "ether_plus"):
         B, n, b = params["u"].shape
@@ -50,8 +49,6 @@ def transform_per_sample(x: torch.Tensor, method: str, params: dict[str, torch.T
     first = next(iter(params.values()))
     blocks = torch.stack([Fn.dense_blocks(method, {k: p[i] for k, p in params.items()})
                           for i in range(first.shape[0])])  # (B, n, b, b)
-    if transpose:
-        blocks = blocks.transpose(-1, -2)
     n, b = blocks.shape[1], blocks.shape[2]
     xb = x.unflatten(-1, (n, b))  # (B, N, n, b)
     return torch.einsum("sNnj,snkj->sNnk", xb, blocks.to(x.dtype)).flatten(-2)
@@ -66,28 +63,6 @@ def adapted_linear_per_sample(x: torch.Tensor, weight: torch.Tensor, bias: torch
         return F.linear(h, weight, bias)
     y = F.linear(h, weight)
     y = torch.where(keep, transform_per_sample(y, method, p_out), y)
-    return y if bias is None else y + bias
-
-
-def fold_per_adapter(weight: torch.Tensor, method: str, p_in: dict, p_out: dict | None) -> torch.Tensor:
-    """``H̃_a W H_a`` for each of U adapters at once: weight (f, d), params stacked (U, ...) -> (U, f, d).
-
-    ``functional.fold_weight`` with a leading adapter dimension (float32 math, result in the weight's dtype).
-    """
-    U = next(iter(p_in.values())).shape[0]
-    dtype = torch.promote_types(weight.dtype, torch.float32)
-    w = weight.to(dtype).expand(U, *weight.shape)  # (U, f, d): rows of W, one per adapter (a view)
-    w = transform_per_sample(w, method, {k: t.to(dtype) for k, t in p_in.items()}, transpose=True)  # W H_a
-    if p_out is not None:  # H̃_a (W H_a): the transform on the columns
-        w = transform_per_sample(w.transpose(1, 2), method, {k: t.to(dtype) for k, t in p_out.items()}).transpose(1, 2)
-    return w.to(weight.dtype)
-
-
-def linear_per_sample_weights(x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor,
-                              bias: torch.Tensor | None) -> torch.Tensor:
-    """x (B, N, d), weights (K, f, d), index (B,) into weights -> (B, N, f): one batched matmul, same FLOPs as the
-    shared projection."""
-    y = torch.bmm(x, weights[index].transpose(1, 2))  # (B, N, f)
     return y if bias is None else y + bias
 
 
@@ -113,24 +88,20 @@ class PerSampleProjector:
                            f"(load_ether(model, path, adapter_name=...)), or 'none' for the base model")
         fallback = next(n for n in list(self.names) + list(proc.adapters) if n != NONE)
         self.lookup = [fallback if n == NONE else n for n in self.names]
-        self.unique = list(dict.fromkeys(n for n in self.names if n != NONE))  # adapters used, in order
         self.active = None
-        self.index = None  # (B,) 0 = base weight, 1 + k = self.unique[k]
 
-    def _stack(self, projection: str, names: list[str] | None = None):
-        """Parameters of ``names`` (default: one per sample) stacked along a new first dimension."""
-        names = self.lookup if names is None else names
-        adapters = {n: self.proc.adapter(projection, n) for n in set(names)}
+    def _stack(self, projection: str):
+        adapters = {n: self.proc.adapter(projection, n) for n in set(self.lookup)}
         if any(a is None for a in adapters.values()):
             return None, None
         # at inference the stacked parameters are the same every sampling step: keep them until a value changes
         cacheable = not torch.is_grad_enabled()
-        key = (tuple(names), projection)
+        key = (tuple(self.lookup), projection)
         versions = tuple((p._version, p.device) for a in adapters.values() for p in a.parameters())
         cache = self.proc.__dict__.setdefault("_per_sample_cache", {})
         if cacheable and key in cache and cache[key][0] == versions:
             return cache[key][1]
-        per = [adapters[n].params() for n in names]
+        per = [adapters[n].params() for n in self.lookup]
         p_in = {k: torch.stack([pi[k] for pi, _ in per]) for k in per[0][0]}  # (B, ...)
         p_out = None if per[0][1] is None else {k: torch.stack([po[k] for _, po in per]) for k in per[0][1]}
         if cacheable:
@@ -143,19 +114,6 @@ class PerSampleProjector:
         from .processor import get_projection
 
         linear = get_projection(attn, projection)
-        f = linear.out_features
-        if x.dim() == 3 and self.unique and x.shape[0] * x.shape[1] > len(self.unique) * f:
-            # many tokens: fold each used adapter into W once (U f d work) and run one batched matmul,
-            # instead of touching the (B, N, d) activations several times
-            p_in, p_out = self._stack(projection, self.unique)
-            if p_in is None:
-                return linear(x)
-            if self.index is None or self.index.device != x.device:
-                pos = {n: 1 + k for k, n in enumerate(self.unique)}
-                self.index = torch.tensor([pos.get(n, 0) for n in self.names], device=x.device)
-            folded = fold_per_adapter(linear.weight, self.proc.method, p_in, p_out)  # (U, f, d)
-            weights = torch.cat([linear.weight[None], folded])  # (1 + U, f, d)
-            return linear_per_sample_weights(x, weights, self.index, linear.bias)
         p_in, p_out = self._stack(projection)
         if p_in is None:
             return linear(x)

@@ -90,26 +90,3 @@ def test_per_sample_linear_equals_one_by_one(method):
         expected = (Fn.adapted_linear(x[i], W, b, method, per[i], outs[i] if outs else None) if active[i]
                     else x[i] @ W.T + b)
         torch.testing.assert_close(y[i], expected)
-
-
-@pytest.mark.parametrize("method", Fn.METHODS)
-def test_fold_per_adapter_path_equals_activation_path(method):
-    from ether_diffusion.multi import fold_per_adapter, linear_per_sample_weights
-
-    f, d, n = 6, 8, 2
-    W, b = torch.randn(f, d, dtype=torch.float64), torch.randn(f, dtype=torch.float64)
-    g = torch.Generator().manual_seed(1)
-    make = lambda dim: [{k: torch.randn(s, generator=g, dtype=torch.float64)  # noqa: E731
-                         for k, s in Fn.param_shapes(method, dim, n).items()} for _ in range(2)]
-    p_in = make(d)
-    p_out = make(f) if method in Fn.OUTPUT_SIDE_METHODS else None
-    stack = lambda ps: {k: torch.stack([p[k] for p in ps]) for k in ps[0]}  # noqa: E731
-    folded = fold_per_adapter(W, method, stack(p_in), stack(p_out) if p_out else None)
-    weights = torch.cat([W[None], folded])
-    index = torch.tensor([2, 0, 1, 2])  # adapter 1, base, adapter 0, adapter 1
-    x = torch.randn(4, 5, d, dtype=torch.float64)
-    y = linear_per_sample_weights(x, weights, index, b)
-    for i, k in enumerate(index.tolist()):
-        expected = x[i] @ W.T + b if k == 0 else Fn.adapted_linear(x[i], W, b, method, p_in[k - 1],
-                                                                   p_out[k - 1] if p_out else None)
-        torch.testing.assert_close(y[i], expected)
