@@ -11,16 +11,16 @@ import warnings
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler
 
 from ..data.ade20k import ADE20KDataset, SkippedSampleWarning, collate, scan_ade20k
 from ..models.loading import load_pipeline
 from ..training.accelerator import build_accelerator, weight_dtype
 from ..training.checkpoint import register_trainable_state_hooks
-from ..training.config import save_config
 from ..training.loop import plan_steps, train_loop
-from ..training.loss import diffusion_loss, encode_latents
+from ..training.loss import diffusion_loss, encode_latents, encode_prompts
 from ..training.optim import build_lr_scheduler, build_optimizer, effective_learning_rate
+from ..training.setup import finish_training, freeze_base, start_trackers, training_noise_scheduler
 from .config import S2IConfig
 from .model import build_s2i_model, save_s2i_model
 from .sampling import run_s2i_validation
@@ -43,14 +43,6 @@ def _samples(cfg: S2IConfig, accelerator):
     return train, val
 
 
-@torch.no_grad()
-def encode_prompts(pipe, prompts: list[str], device) -> torch.Tensor:
-    """(B, 77, C) hidden states of the frozen text encoder."""
-    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids.to(device)
-    return pipe.text_encoder(ids)[0]
-
-
 def _param_groups(cfg: S2IConfig, adapter_params, encoder_params, num_processes: int) -> list[dict]:
     """The adapter at ``learning_rate``, the encoder at ``control_learning_rate``; ``scale_lr`` scales both."""
     factor = effective_learning_rate(cfg, num_processes) / cfg.learning_rate
@@ -69,17 +61,9 @@ def train_s2i(cfg: S2IConfig) -> dict:
 
     pipe = load_pipeline(cfg.pretrained_model_name_or_path, revision=cfg.revision, variant=cfg.variant)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # validation samples with DDIM, as OFT
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    if cfg.prediction_type is not None:
-        noise_scheduler.register_to_config(prediction_type=cfg.prediction_type)
-    unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False)
-        module.to(device)
-        if dtype != torch.float32:
-            module.to(dtype)
-    vae.eval()
-    text_encoder.eval()
+    noise_scheduler = training_noise_scheduler(pipe, cfg.prediction_type)
+    freeze_base(pipe, device, dtype)
+    unet, vae = pipe.unet, pipe.vae
     controlled, adapter_params, encoder_params = build_s2i_model(unet, cfg, pipe.vae_scale_factor)
     params = adapter_params + encoder_params  # fp32
     if cfg.gradient_checkpointing:
@@ -94,9 +78,7 @@ def train_s2i(cfg: S2IConfig) -> dict:
     plan = plan_steps(cfg, len(loader))
     lr_scheduler = accelerator.prepare(build_lr_scheduler(optimizer, cfg, plan.max_train_steps,
                                                           accelerator.num_processes))
-    if accelerator.is_main_process:
-        hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in vars(cfg).items()}
-        accelerator.init_trackers(cfg.tracker_project_name, config=hparams)
+    start_trackers(accelerator, cfg)
     generator = torch.Generator(device=device).manual_seed(seed + accelerator.process_index)
     last = {}
 
@@ -113,13 +95,7 @@ def train_s2i(cfg: S2IConfig) -> dict:
     step = train_loop(accelerator, cfg, model, optimizer, lr_scheduler, loader, params, compute_loss, plan,
                       generator, on_validation=validate)
 
-    accelerator.wait_for_everyone()
     model_dir = Path(cfg.output_dir) / MODEL_DIR
-    if accelerator.is_main_process:
-        save_s2i_model(plain, cfg.method, model_dir)
-        save_config(cfg, model_dir / CONFIG_FILE)
-        if step % cfg.validation_steps:  # the last step was not validated yet
-            validate(step)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    finish_training(accelerator, cfg, step, model_dir, CONFIG_FILE,
+                    lambda folder: save_s2i_model(plain, cfg.method, folder), validate)
     return {"output_dir": Path(cfg.output_dir), "model_dir": model_dir, "step": step, **last}

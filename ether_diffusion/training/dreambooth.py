@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler
 
 from ..config import ConfigError
 from ..data.dreambooth import DreamBoothDataset, collate
@@ -21,11 +20,11 @@ from .accelerator import build_accelerator, weight_dtype
 from .adapters import add_adapter_from_config, save_adapter
 from .checkpoint import register_trainable_state_hooks
 from .class_images import ensure_class_images
-from .config import save_config
 from .loop import plan_steps, train_loop
-from .loss import diffusion_loss, encode_latents
+from .loss import diffusion_loss, encode_latents, encode_prompts
 from .optim import build_lr_scheduler, build_optimizer
 from .options import TrainConfig, _f
+from .setup import finish_training, freeze_base, start_trackers, training_noise_scheduler
 from .validation import run_validation
 
 ADAPTER_DIR = "adapter"
@@ -67,14 +66,6 @@ class DreamBoothConfig(TrainConfig):
             raise ConfigError(f"prior_loss_weight must be >= 0, got {self.prior_loss_weight}")
 
 
-@torch.no_grad()
-def encode_prompt(pipeline, prompt: str, device) -> torch.Tensor:
-    """(1, 77, C) hidden states of the frozen text encoder."""
-    ids = pipeline.tokenizer(prompt, padding="max_length", max_length=pipeline.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids.to(device)
-    return pipeline.text_encoder(ids)[0]
-
-
 def train_dreambooth(cfg: DreamBoothConfig) -> dict:
     """Train, save ``<output_dir>/adapter`` (+ ``train_config.yaml``); returns paths and the final step."""
     scan_images(cfg.instance_data_dir, "instance")  # fail on a bad folder before loading any model
@@ -93,22 +84,14 @@ def train_dreambooth(cfg: DreamBoothConfig) -> dict:
         dataset = DreamBoothDataset(cfg.instance_data_dir, cfg.resolution, cfg.center_crop, cfg.random_flip,
                                     class_dir, seed, cfg.num_class_images)
 
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    if cfg.prediction_type is not None:
-        noise_scheduler.register_to_config(prediction_type=cfg.prediction_type)
-    unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False)
-        module.to(device)
-        if dtype != torch.float32:
-            module.to(dtype)
-    vae.eval()
-    text_encoder.eval()
+    noise_scheduler = training_noise_scheduler(pipe, cfg.prediction_type)
+    freeze_base(pipe, device, dtype)
+    unet, vae = pipe.unet, pipe.vae
     params = add_adapter_from_config(unet, cfg)  # fp32, on the UNet's device
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    instance_emb = encode_prompt(pipe, cfg.instance_prompt, device)
-    class_emb = encode_prompt(pipe, cfg.class_prompt, device) if cfg.with_prior_preservation else None
+    instance_emb = encode_prompts(pipe, cfg.instance_prompt, device)
+    class_emb = encode_prompts(pipe, cfg.class_prompt, device) if cfg.with_prior_preservation else None
 
     optimizer = build_optimizer(params, cfg, accelerator.num_processes)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size, shuffle=True, collate_fn=collate,
@@ -118,9 +101,7 @@ def train_dreambooth(cfg: DreamBoothConfig) -> dict:
     plan = plan_steps(cfg, len(loader))
     lr_scheduler = accelerator.prepare(build_lr_scheduler(optimizer, cfg, plan.max_train_steps,
                                                           accelerator.num_processes))
-    if accelerator.is_main_process:
-        hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in vars(cfg).items()}
-        accelerator.init_trackers(cfg.tracker_project_name, config=hparams)
+    start_trackers(accelerator, cfg)
     generator = torch.Generator(device=device).manual_seed(seed + accelerator.process_index)
 
     last = {}  # the final step's losses, returned to the caller
@@ -146,13 +127,7 @@ def train_dreambooth(cfg: DreamBoothConfig) -> dict:
     step = train_loop(accelerator, cfg, unet, optimizer, lr_scheduler, loader, params, compute_loss, plan,
                       generator, on_validation=validate)
 
-    accelerator.wait_for_everyone()
     adapter_dir = Path(cfg.output_dir) / ADAPTER_DIR
-    if accelerator.is_main_process:
-        save_adapter(accelerator.unwrap_model(unet), cfg.method, adapter_dir)
-        save_config(cfg, adapter_dir / CONFIG_FILE)
-        if step % cfg.validation_steps:  # the last step was not validated yet
-            validate(step)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    finish_training(accelerator, cfg, step, adapter_dir, CONFIG_FILE,
+                    lambda folder: save_adapter(accelerator.unwrap_model(unet), cfg.method, folder), validate)
     return {"output_dir": Path(cfg.output_dir), "adapter_dir": adapter_dir, "step": step, **last}

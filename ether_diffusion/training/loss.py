@@ -46,3 +46,11 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, encoder_hidden_
     pred = unet(noisy, t, encoder_hidden_states, return_dict=False, **unet_kwargs)[0]
     target = diffusion_target(noise_scheduler, latents, noise, t)
     return F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompts: str | list[str], device) -> torch.Tensor:
+    """(B, 77, C) hidden states of the frozen text encoder (B = 1 for a single prompt)."""
+    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids.to(device)
+    return pipe.text_encoder(ids)[0]
