@@ -13,12 +13,10 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import PartialState
-from tqdm.auto import tqdm
 
 from ..data.ade20k import load_condition, scan_annotations
 from ..models.loading import load_pipeline
-from ..training.generation import _dtype, _set_scheduler
-from ..training.manifest import write_manifest
+from ..training.generation import pipeline_dtype, render_rows, set_scheduler
 from .config import S2IGenerateConfig
 from .model import load_s2i_model
 from .sampling import sample_from_maps
@@ -34,10 +32,10 @@ def trained_resolution(model: str | Path) -> int | None:
 
 def build_s2i_pipeline(cfg: S2IGenerateConfig, device: torch.device):
     """(pipeline on ``device``, controlled UNet, method) for ``cfg.model``."""
-    pipe = load_pipeline(cfg.pretrained_model_name_or_path, torch_dtype=_dtype(cfg, device), revision=cfg.revision,
+    pipe = load_pipeline(cfg.pretrained_model_name_or_path, torch_dtype=pipeline_dtype(cfg, device), revision=cfg.revision,
                          variant=cfg.variant)
     controlled, method = load_s2i_model(pipe.unet, cfg.model, merge=cfg.merge)
-    _set_scheduler(pipe, cfg.scheduler)
+    set_scheduler(pipe, cfg.scheduler)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     controlled.control_encoder.to(device)
@@ -59,21 +57,10 @@ def generate_s2i(cfg: S2IGenerateConfig) -> Path:
              "num_inference_steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale,
              "scheduler": cfg.scheduler}
             for i, (name, path, prompt) in enumerate(maps) for j in range(n)]
-    todo = [r for r in rows if not (cfg.skip_existing and (out / r["path"]).is_file())]
-    batches = [todo[k: k + cfg.batch_size] for k in range(0, len(todo), cfg.batch_size)]
-    if state.is_main_process:
-        (out / method).mkdir(parents=True, exist_ok=True)
-    state.wait_for_everyone()
-    with state.split_between_processes(batches) as mine:
-        for batch in tqdm(mine, desc=f"generate s2i {method}", unit="batch", disable=not state.is_local_main_process):
-            conditions = torch.stack([load_condition(r["condition"], size) for r in batch])  # (B, 3, R, R)
-            images = sample_from_maps(pipe, controlled, conditions, [r["prompt"] for r in batch],
-                                      [r["seed"] for r in batch], cfg.num_inference_steps, cfg.guidance_scale)
-            for r, im in zip(batch, images):
-                im.save(out / r["path"])
-    state.wait_for_everyone()
-    manifest = out / "manifest.jsonl"
-    if state.is_main_process:
-        manifest = write_manifest(out, rows)
-    state.wait_for_everyone()
-    return manifest
+
+    def render(batch: list[dict]) -> list:
+        conditions = torch.stack([load_condition(r["condition"], size) for r in batch])  # (B, 3, R, R)
+        return sample_from_maps(pipe, controlled, conditions, [r["prompt"] for r in batch],
+                                [r["seed"] for r in batch], cfg.num_inference_steps, cfg.guidance_scale)
+
+    return render_rows(state, rows, out, cfg.batch_size, cfg.skip_existing, f"generate s2i {method}", render)

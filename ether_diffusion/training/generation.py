@@ -8,6 +8,7 @@ same image whatever the batch size, the number of processes or the GPU. Batches 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -85,7 +86,7 @@ def prompt_list(cfg: GenerateConfig) -> tuple[list[str], dict]:
     return list(cfg.prompts), {}
 
 
-def _set_scheduler(pipe, name: str) -> None:
+def set_scheduler(pipe, name: str) -> None:
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
     kinds = {"ddim": DDIMScheduler, "dpm_solver": DPMSolverMultistepScheduler, "euler": EulerDiscreteScheduler}
@@ -93,14 +94,14 @@ def _set_scheduler(pipe, name: str) -> None:
         pipe.scheduler = kinds[name].from_config(pipe.scheduler.config)
 
 
-def _dtype(cfg: GenerateConfig, device: torch.device) -> torch.dtype:
+def pipeline_dtype(cfg: GenerateConfig, device: torch.device) -> torch.dtype:
     precision = cfg.mixed_precision or ("fp16" if device.type == "cuda" else "no")
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
 
 
 def build_pipeline(cfg: GenerateConfig, device: torch.device):
     """(pipeline on ``device``, method label)."""
-    pipe = load_pipeline(cfg.pretrained_model_name_or_path, torch_dtype=_dtype(cfg, device), revision=cfg.revision,
+    pipe = load_pipeline(cfg.pretrained_model_name_or_path, torch_dtype=pipeline_dtype(cfg, device), revision=cfg.revision,
                          variant=cfg.variant)
     method = BASE
     if cfg.adapter is not None:
@@ -109,7 +110,7 @@ def build_pipeline(cfg: GenerateConfig, device: torch.device):
             merge_adapter(pipe.unet, method)
         elif cfg.attention == "xformers":
             pipe.unet.enable_xformers_memory_efficient_attention()
-    _set_scheduler(pipe, cfg.scheduler)
+    set_scheduler(pipe, cfg.scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device), cfg.method_name or method
 
@@ -128,18 +129,29 @@ def generate(cfg: GenerateConfig) -> Path:
              "base_model": cfg.pretrained_model_name_or_path, "adapter": cfg.adapter,
              "num_inference_steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale}
             for i, p in enumerate(prompts) for j in range(n)]
-    todo = [r for r in rows if not (cfg.skip_existing and (out / r["path"]).is_file())]
-    batches = [todo[k: k + cfg.batch_size] for k in range(0, len(todo), cfg.batch_size)]
+
+    def render(batch: list[dict]) -> list:
+        generators = [torch.Generator("cpu").manual_seed(r["seed"]) for r in batch]
+        with torch.no_grad():
+            return pipe([r["prompt"] for r in batch], generator=generators, height=size, width=size,
+                        num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale).images
+
+    return render_rows(state, rows, out, cfg.batch_size, cfg.skip_existing, f"generate {method}", render)
+
+
+def render_rows(state: PartialState, rows: list[dict], out: Path, batch_size: int, skip_existing: bool, desc: str,
+                render: Callable[[list[dict]], list]) -> Path:
+    """Render the manifest ``rows`` (``render(batch) -> PIL images``) in batches split across the processes, save
+    each to ``out / row["path"]`` (keeping those already there with ``skip_existing``), write the manifest."""
+    todo = [r for r in rows if not (skip_existing and (out / r["path"]).is_file())]
+    batches = [todo[k: k + batch_size] for k in range(0, len(todo), batch_size)]
     if state.is_main_process:
-        (out / method / group).mkdir(parents=True, exist_ok=True)
+        for folder in {(out / r["path"]).parent for r in rows}:
+            folder.mkdir(parents=True, exist_ok=True)
     state.wait_for_everyone()
     with state.split_between_processes(batches) as mine:
-        for batch in tqdm(mine, desc=f"generate {method}", unit="batch", disable=not state.is_local_main_process):
-            generators = [torch.Generator("cpu").manual_seed(r["seed"]) for r in batch]
-            with torch.no_grad():
-                images = pipe([r["prompt"] for r in batch], generator=generators, height=size, width=size,
-                              num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale).images
-            for r, im in zip(batch, images):
+        for batch in tqdm(mine, desc=desc, unit="batch", disable=not state.is_local_main_process):
+            for r, im in zip(batch, render(batch)):
                 im.save(out / r["path"])
     state.wait_for_everyone()
     manifest = out / "manifest.jsonl"
