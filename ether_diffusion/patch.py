@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from . import functional as Fn
 from .config import PROJECTIONS, EtherConfig
-from .processor import EtherAttnProcessor, get_projection, projection_key
+from .processor import EtherAttnProcessor, get_projection
 from .kernels import attach
 
 STATE_ATTR = "_ether"
