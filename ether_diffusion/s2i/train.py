@@ -10,17 +10,15 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import torch
 from diffusers import DDIMScheduler
 
 from ..data.ade20k import ADE20KDataset, SkippedSampleWarning, collate, scan_ade20k
 from ..models.loading import load_pipeline
 from ..training.accelerator import build_accelerator, weight_dtype
-from ..training.checkpoint import register_trainable_state_hooks
-from ..training.loop import plan_steps, train_loop
+from ..training.loop import train_loop
 from ..training.loss import diffusion_loss, encode_latents, encode_prompts
-from ..training.optim import build_lr_scheduler, build_optimizer, effective_learning_rate
-from ..training.setup import finish_training, freeze_base, start_trackers, training_noise_scheduler
+from ..training.optim import build_optimizer, effective_learning_rate
+from ..training.setup import finish_training, freeze_base, prepare_training, training_noise_scheduler
 from .config import S2IConfig
 from .model import build_s2i_model, save_s2i_model
 from .sampling import run_s2i_validation
@@ -71,15 +69,8 @@ def train_s2i(cfg: S2IConfig) -> dict:
 
     optimizer = build_optimizer(_param_groups(cfg, adapter_params, encoder_params, accelerator.num_processes), cfg,
                                 accelerator.num_processes)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size, shuffle=True, collate_fn=collate,
-                                         num_workers=cfg.dataloader_num_workers)
-    register_trainable_state_hooks(accelerator)
-    model, optimizer, loader = accelerator.prepare(controlled, optimizer, loader)
-    plan = plan_steps(cfg, len(loader))
-    lr_scheduler = accelerator.prepare(build_lr_scheduler(optimizer, cfg, plan.max_train_steps,
-                                                          accelerator.num_processes))
-    start_trackers(accelerator, cfg)
-    generator = torch.Generator(device=device).manual_seed(seed + accelerator.process_index)
+    model, optimizer, loader, lr_scheduler, plan, generator = prepare_training(
+        accelerator, cfg, controlled, optimizer, dataset, collate, seed)
     last = {}
 
     def compute_loss(batch):

@@ -18,13 +18,12 @@ from ..data.images import SkippedImageWarning, scan_images
 from ..models.loading import load_pipeline
 from .accelerator import build_accelerator, weight_dtype
 from .adapters import add_adapter_from_config, save_adapter
-from .checkpoint import register_trainable_state_hooks
 from .class_images import ensure_class_images
-from .loop import plan_steps, train_loop
+from .loop import train_loop
 from .loss import diffusion_loss, encode_latents, encode_prompts
-from .optim import build_lr_scheduler, build_optimizer
+from .optim import build_optimizer
 from .options import TrainConfig, _f
-from .setup import finish_training, freeze_base, start_trackers, training_noise_scheduler
+from .setup import finish_training, freeze_base, prepare_training, training_noise_scheduler
 from .validation import run_validation
 
 ADAPTER_DIR = "adapter"
@@ -94,15 +93,8 @@ def train_dreambooth(cfg: DreamBoothConfig) -> dict:
     class_emb = encode_prompts(pipe, cfg.class_prompt, device) if cfg.with_prior_preservation else None
 
     optimizer = build_optimizer(params, cfg, accelerator.num_processes)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size, shuffle=True, collate_fn=collate,
-                                         num_workers=cfg.dataloader_num_workers)
-    register_trainable_state_hooks(accelerator)
-    unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
-    plan = plan_steps(cfg, len(loader))
-    lr_scheduler = accelerator.prepare(build_lr_scheduler(optimizer, cfg, plan.max_train_steps,
-                                                          accelerator.num_processes))
-    start_trackers(accelerator, cfg)
-    generator = torch.Generator(device=device).manual_seed(seed + accelerator.process_index)
+    unet, optimizer, loader, lr_scheduler, plan, generator = prepare_training(
+        accelerator, cfg, unet, optimizer, dataset, collate, seed)
 
     last = {}  # the final step's losses, returned to the caller
 

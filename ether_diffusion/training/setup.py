@@ -9,7 +9,10 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 
+from .checkpoint import register_trainable_state_hooks
 from .config import save_config
+from .loop import StepPlan, plan_steps
+from .optim import build_lr_scheduler
 
 
 def training_noise_scheduler(pipe, prediction_type: str | None) -> DDPMScheduler:
@@ -36,6 +39,21 @@ def start_trackers(accelerator, cfg) -> None:
     if accelerator.is_main_process:
         hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in vars(cfg).items()}
         accelerator.init_trackers(cfg.tracker_project_name, config=hparams)
+
+
+def prepare_training(accelerator, cfg, model, optimizer, dataset, collate, seed: int):
+    """Data loader, accelerate's wrapping, the step plan, the LR scheduler, trackers and the per-process noise
+    generator: (model, optimizer, loader, lr_scheduler, plan, generator)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size, shuffle=True, collate_fn=collate,
+                                         num_workers=cfg.dataloader_num_workers)
+    register_trainable_state_hooks(accelerator)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    plan: StepPlan = plan_steps(cfg, len(loader))
+    lr_scheduler = accelerator.prepare(build_lr_scheduler(optimizer, cfg, plan.max_train_steps,
+                                                          accelerator.num_processes))
+    start_trackers(accelerator, cfg)
+    generator = torch.Generator(device=accelerator.device).manual_seed(seed + accelerator.process_index)
+    return model, optimizer, loader, lr_scheduler, plan, generator
 
 
 def finish_training(accelerator, cfg, step: int, folder: Path, config_file: str, save: Callable[[Path], object],
