@@ -117,8 +117,11 @@ def dense_matrix(method: str, params: Params) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- activations
 def householder(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """ETHER on activations: per block ``x - 2 (x·û) û``. x (..., n*b), u (n, b) -> (..., n*b).  O(N d)."""
-    n, b = u.shape
+    """ETHER on activations: per block ``x - 2 (x·û) û``. x (..., n*b), u (n, b) -> (..., n*b).  O(N d).
+
+    ``u`` may carry leading dimensions that broadcast against x's, e.g. (B, 1, n, b) for one vector per sample.
+    """
+    n, b = u.shape[-2:]
     uh = _unit(u).to(x.dtype)
     xb = x.unflatten(-1, (n, b))  # (..., n, b)
     coef = (xb * uh).sum(-1, keepdim=True)  # (..., n, 1)
@@ -126,8 +129,9 @@ def householder(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def ether_plus_map(x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """ETHER+ on activations: per block ``x - (x·û) û + (x·v̂) v̂``. x (..., n*b), u, v (n, b)."""
-    n, b = u.shape
+    """ETHER+ on activations: per block ``x - (x·û) û + (x·v̂) v̂``. x (..., n*b), u, v (n, b) (or broadcastable
+    leading dimensions, as in ``householder``)."""
+    n, b = u.shape[-2:]
     uh, vh = _unit(u).to(x.dtype), _unit(v).to(x.dtype)
     xb = x.unflatten(-1, (n, b))  # (..., n, b)
     cu = (xb * uh).sum(-1, keepdim=True)  # (..., n, 1)

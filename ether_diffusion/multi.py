@@ -27,25 +27,15 @@ NONE = "none"
 
 
 # ------------------------------------------------------------------ per-sample math
-def _unit(u: torch.Tensor) -> torch.Tensor:
-    return u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
 def transform_per_sample(x: torch.Tensor, method: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """x (B, N, dim), params stacked per sample (B, ...) -> (B, N, dim): sample i uses params[:][i].
 
     Same math as ``functional.transform`` with an extra leading batch dimension on the parameters.
     """
-    if method in ("ether", "ether_plus"):
-        B, n, b = params["u"].shape
-        xb = x.unflatten(-1, (n, b))  # (B, N, n, b)
-        uh = _unit(params["u"]).to(x.dtype)[:, None]  # (B, 1, n, b)
-        cu = (xb * uh).sum(-1, keepdim=True)  # (B, N, n, 1)
-        if method == "ether":
-            return (xb - 2 * cu * uh).flatten(-2)
-        vh = _unit(params["v"]).to(x.dtype)[:, None]  # (B, 1, n, b)
-        cv = (xb * vh).sum(-1, keepdim=True)
-        return (xb - cu * uh + cv * vh).flatten(-2)
+    if method == "ether":  # (B, n, b) -> (B, 1, n, b): broadcast over the tokens of each sample
+        return Fn.householder(x, params["u"][:, None])
+    if method == "ether_plus":
+        return Fn.ether_plus_map(x, params["u"][:, None], params["v"][:, None])
     first = next(iter(params.values()))
     blocks = torch.stack([Fn.dense_blocks(method, {k: p[i] for k, p in params.items()})
                           for i in range(first.shape[0])])  # (B, n, b, b)
