@@ -25,7 +25,7 @@ from ..training.dreambooth import DreamBoothConfig, train_dreambooth
 from ..training.generation import GenerateConfig, generate
 from ..training.options import ADAPTER_METHODS, _f
 from .plots import plot_study
-from .weights import adapter_summary
+from .weights import adapter_summary, load_base_unet
 
 REPO = Path(__file__).resolve().parents[2]
 NOTICE_TINY = ("Numbers from the `tiny` model (random weights, a few steps): they show the tool works and the "
@@ -97,7 +97,7 @@ def _evaluate(cfg: StudyConfig, adapter: Path, out: Path) -> dict:
     return next(iter(metrics["results"].values()))["means"]
 
 
-def run_one(cfg: StudyConfig, method: str, lr: float, class_token: str, out: Path) -> dict:
+def run_one(cfg: StudyConfig, method: str, lr: float, class_token: str, out: Path, base_unet) -> dict:
     """Train one (method, lr) in segments; returns its trajectory and final numbers."""
     train_cfg = _run_config(cfg, method, lr, class_token, out)
     total = train_cfg.max_train_steps
@@ -110,7 +110,7 @@ def run_one(cfg: StudyConfig, method: str, lr: float, class_token: str, out: Pat
         result = train_dreambooth(seg)
         loss = result.get("loss")
         point = {"step": result["step"], "loss": None if loss is None or not math.isfinite(loss) else loss}
-        point.update(adapter_summary(cfg.pretrained_model_name_or_path, result["adapter_dir"], method))
+        point.update(adapter_summary(base_unet, result["adapter_dir"], method))
         trajectory.append(point)
         print(f"  {method} lr={lr:g} step {point['step']}: loss={point['loss']} "
               f"||H-I||={point['transform_dist']} ||W'-W||={point['weight_dist']:.4g} HE={point['he']:.6g}",
@@ -132,10 +132,12 @@ def run_study(cfg: StudyConfig) -> Path:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
+    base_unet = load_base_unet(cfg.pretrained_model_name_or_path)
     for method in cfg.methods:
         for lr in cfg.learning_rates:
             print(f"[study] {method} at lr {lr:g}", flush=True)
-            runs.append(run_one(cfg, method, lr, classes[cfg.subject], out / "runs" / f"{method}_lr{lr:g}"))
+            run_dir = out / "runs" / f"{method}_lr{lr:g}"
+            runs.append(run_one(cfg, method, lr, classes[cfg.subject], run_dir, base_unet))
             (out / "study.json").write_text(json.dumps(_document(cfg, runs), indent=2))  # nothing lost if stopped
     path = out / "study.json"
     path.write_text(json.dumps(_document(cfg, runs), indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
@@ -26,9 +27,14 @@ def lora_layer_stats(unet, folder: str | os.PathLike) -> dict[str, dict[str, flo
     return out
 
 
-def adapter_summary(model_id: str, folder: str | os.PathLike, method: str) -> dict[str, float]:
-    """Summed distances and HE of the adapter in ``folder`` on a freshly loaded base UNet."""
-    unet = load_pipeline(model_id).unet.float()
+def load_base_unet(model_id: str):
+    """The base UNet in float32, loaded once per study (each measurement works on a copy)."""
+    return load_pipeline(model_id).unet.float()
+
+
+def adapter_summary(base_unet, folder: str | os.PathLike, method: str) -> dict[str, float]:
+    """Summed distances and HE of the adapter in ``folder`` on a copy of the base UNet."""
+    unet = copy.deepcopy(base_unet)
     if method == LORA:
         summary = summarize(lora_layer_stats(unet, folder))
         summary["transform_dist"] = None  # LoRA has no multiplicative transform
