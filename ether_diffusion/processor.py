@@ -55,6 +55,7 @@ class EtherAttnProcessor(nn.Module):
     """
 
     impl = "auto"  # how projections are computed: see ether_diffusion.kernels (fused Triton kernels on CUDA)
+    mixed_form = "fold"  # how a mixed-adapter batch is computed at inference: "fold" or "act" (ether_diffusion.multi)
 
     def __init__(self, method: str, n_blocks: int, shapes: dict[str, tuple[int, int]],
                  generator: torch.Generator | None = None, attention: str = "sdpa"):

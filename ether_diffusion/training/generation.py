@@ -1,6 +1,8 @@
 """Sample images from a base model with one adapter (or none) for a prompt list, and write ``manifest.jsonl``.
 
-Prompts: the user's (``prompts`` / ``prompts_file``) or the 25 DreamBooth evaluation prompts of a ``subject``.
+Prompts: the user's (``prompts`` / ``prompts_file``) or the 25 DreamBooth evaluation prompts of a ``subject``; or a
+``requests_file`` of (prompt, adapter) rows (``requests.py``): every adapter is loaded under its own name and each
+batch mixes adapters, one per sample (``ether_diffusion.multi``), unmerged.
 Image ``j`` of prompt ``i`` uses seed ``seed + i * num_images_per_prompt + j`` with a CPU generator, so it is the
 same image whatever the batch size, the number of processes or the GPU. Batches are split across the processes of
 ``accelerate launch``; every process knows all rows, so the main process writes the manifest.
@@ -20,10 +22,13 @@ from tqdm.auto import tqdm
 from ..config import ConfigError
 from ..data.dreambooth import PROMPTS_FILE, eval_prompts
 from ..models.loading import load_pipeline
-from .adapters import load_adapter, merge_adapter
+from ..io import load_ether
+from ..multi import NONE
+from .adapters import LORA, adapter_kind, load_adapter, merge_adapter
 from .config import check_fields
 from .manifest import write_manifest
 from .options import SD15_ID, _f
+from .requests import adapter_labels, read_requests
 
 REPO_PROMPTS_FILE = Path(__file__).resolve().parents[2] / "tests" / "assets" / "dreambooth" / PROMPTS_FILE
 BASE = "base"
@@ -41,6 +46,8 @@ class GenerateConfig:
     prompts: tuple[str, ...] = _f((), "prompts to sample (or use prompts_file / subject)")
     prompts_file: str | None = _f(None, "text file, one prompt per line")
     subject: str | None = _f(None, "DreamBooth subject (folder name): sample its 25 evaluation prompts")
+    requests_file: str | None = _f(None, "JSONL, one {prompt, adapter[, seed, subject, ...]} per line: batches mix "
+                                         "adapters, one per sample (see ether_diffusion/training/requests.py)")
     prompts_and_classes: str = _f(str(REPO_PROMPTS_FILE), f"DreamBooth's {PROMPTS_FILE}")
     unique_token: str = _f("sks", "the rare identifier of the subject in the prompts")
     class_token: str | None = _f(None, "class noun of the subject; default: from prompts_and_classes")
@@ -59,9 +66,13 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        sources = [bool(self.prompts), self.prompts_file is not None, self.subject is not None]
+        sources = [bool(self.prompts), self.prompts_file is not None, self.subject is not None,
+                   self.requests_file is not None]
         if sum(sources) != 1:
-            raise ConfigError("give exactly one of --prompts, --prompts_file or --subject (DreamBooth evaluation set)")
+            raise ConfigError("give exactly one of --prompts, --prompts_file, --subject (DreamBooth evaluation set) "
+                              "or --requests_file")
+        if self.requests_file is not None and self.adapter is not None:
+            raise ConfigError("--requests_file names an adapter per row; drop --adapter")
         for name in ("num_images_per_prompt", "batch_size", "num_inference_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -118,6 +129,8 @@ def build_pipeline(cfg: GenerateConfig, device: torch.device):
 def generate(cfg: GenerateConfig) -> Path:
     """Sample every (prompt, image) pair; returns the manifest path."""
     state = PartialState()
+    if cfg.requests_file is not None:
+        return generate_requests(cfg, state)
     prompts, shared = prompt_list(cfg)
     pipe, method = build_pipeline(cfg, state.device)
     size = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -137,6 +150,48 @@ def generate(cfg: GenerateConfig) -> Path:
                         num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale).images
 
     return render_rows(state, rows, out, cfg.batch_size, cfg.skip_existing, f"generate {method}", render)
+
+
+def generate_requests(cfg: GenerateConfig, state: PartialState) -> Path:
+    """Sample a requests file: rows with different adapters share a batch; returns the manifest path."""
+    requests = read_requests(cfg.requests_file)
+    folders = list(dict.fromkeys(r["adapter"] for r in requests if r["adapter"] is not None))
+    methods = {folder: adapter_kind(folder) for folder in folders}
+    for folder, method in methods.items():
+        if method == LORA:
+            raise ConfigError(f"adapter {folder!r} is a LoRA: mixed batches need ether-diffusion adapters "
+                              "(ether, ether_plus, oft, naive)")
+    labels = adapter_labels(folders)
+    pipe, _ = build_pipeline(cfg, state.device)
+    for folder in folders:
+        load_ether(pipe.unet, folder, adapter_name=labels[folder])
+    if cfg.attention == "xformers" and folders:
+        pipe.unet.enable_xformers_memory_efficient_attention()
+    size = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    n = cfg.num_images_per_prompt
+    rows = []
+    for i, req in enumerate(requests):
+        folder = req["adapter"]
+        method = cfg.method_name or (methods[folder] if folder is not None else BASE)
+        label = labels[folder] if folder is not None else BASE
+        extra = {k: v for k, v in req.items() if k not in ("prompt", "adapter", "seed")}
+        seed = req.get("seed", cfg.seed + i * n)
+        rows += [{"path": f"{method}/{label}/{i:03d}_{j:02d}.png", "prompt": req["prompt"], "seed": seed + j,
+                  "method": method, **extra, "base_model": cfg.pretrained_model_name_or_path, "adapter": folder,
+                  "adapter_name": label if folder is not None else NONE,
+                  "num_inference_steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale}
+                 for j in range(n)]
+
+    def render(batch: list[dict]) -> list:
+        generators = [torch.Generator("cpu").manual_seed(r["seed"]) for r in batch]
+        kwargs = {"cross_attention_kwargs": {"ether_adapters": [r["adapter_name"] for r in batch]}} if folders else {}
+        with torch.no_grad():
+            return pipe([r["prompt"] for r in batch], generator=generators, height=size, width=size,
+                        num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
+                        **kwargs).images
+
+    return render_rows(state, rows, out=Path(cfg.output_dir), batch_size=cfg.batch_size,
+                       skip_existing=cfg.skip_existing, desc="generate mixed", render=render)
 
 
 def render_rows(state: PartialState, rows: list[dict], out: Path, batch_size: int, skip_existing: bool, desc: str,

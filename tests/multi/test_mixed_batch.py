@@ -32,12 +32,15 @@ def generate(pipe, prompts, seeds, **kw):
                 guidance_scale=7.5, **kw).images
 
 
-@pytest.mark.parametrize("method", ["ether", "ether_plus", "oft"])
-def test_mixed_batch_equals_merged_single_runs(tmp_path, method):
+@pytest.mark.parametrize("method,form", [("ether", "fold"), ("ether_plus", "fold"), ("oft", "fold"),
+                                         ("ether", "act"), ("ether_plus", "act")])
+def test_mixed_batch_equals_merged_single_runs(tmp_path, method, form):
     paths = make_adapters(tmp_path, method)
     pipe = tiny_pipeline()
     for name, path in paths.items():
         ed.load_ether(pipe.unet, path, adapter_name=name)
+    for proc in ed.patch.get_state(pipe.unet).processors.values():
+        proc.mixed_form = form
     assert ed.adapter_names(pipe.unet) == ["dog", "cat"]
     choice = ["dog", "cat", "none", "dog"]
     mixed = generate(pipe, PROMPTS, SEEDS, cross_attention_kwargs={"ether_adapters": choice})
@@ -90,3 +93,29 @@ def test_per_sample_linear_equals_one_by_one(method):
         expected = (Fn.adapted_linear(x[i], W, b, method, per[i], outs[i] if outs else None) if active[i]
                     else x[i] @ W.T + b)
         torch.testing.assert_close(y[i], expected)
+
+
+def test_folded_stack_is_cached_and_follows_parameter_changes(tmp_path):
+    paths = make_adapters(tmp_path, "ether")
+    pipe = tiny_pipeline()
+    for name, path in paths.items():
+        ed.load_ether(pipe.unet, path, adapter_name=name)
+    kw = {"cross_attention_kwargs": {"ether_adapters": ["dog", "cat"]}}
+    first = generate(pipe, PROMPTS[:2], SEEDS[:2], **kw)
+    proc = next(iter(ed.patch.get_state(pipe.unet).processors.values()))
+    stack = proc._mixed_fold_cache["to_q"][2]
+    assert stack.shape[0] == 4  # CFG: [uncond; cond] x 2 prompts
+    generate(pipe, PROMPTS[:2], SEEDS[:2], **kw)
+    assert proc._mixed_fold_cache["to_q"][2] is stack  # same names, same values: not refolded
+    with torch.no_grad():  # change the cat adapter in place: the next call must see it
+        for proc_ in ed.patch.get_state(pipe.unet).processors.values():
+            for p in proc_.adapters["cat"].parameters():
+                p.add_(torch.randn_like(p))
+    second = generate(pipe, PROMPTS[:2], SEEDS[:2], **kw)
+    assert proc._mixed_fold_cache["to_q"][2] is not stack
+    torch.testing.assert_close(torch.from_numpy(second[0]), torch.from_numpy(first[0]))  # dog unchanged
+    assert not torch.allclose(torch.from_numpy(second[1]), torch.from_numpy(first[1]), atol=1e-3)
+    for proc_ in ed.patch.get_state(pipe.unet).processors.values():  # and the activation form agrees
+        proc_.mixed_form = "act"
+    act = generate(pipe, PROMPTS[:2], SEEDS[:2], **kw)
+    torch.testing.assert_close(torch.from_numpy(act), torch.from_numpy(second), atol=2e-4, rtol=1e-3)
