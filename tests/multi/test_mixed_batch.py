@@ -103,16 +103,16 @@ def test_folded_stack_is_cached_and_follows_parameter_changes(tmp_path):
     kw = {"cross_attention_kwargs": {"ether_adapters": ["dog", "cat"]}}
     first = generate(pipe, PROMPTS[:2], SEEDS[:2], **kw)
     proc = next(iter(ed.patch.get_state(pipe.unet).processors.values()))
-    stack = proc._mixed_fold_cache["to_q"][2]
+    stack = proc._mixed_fold_cache["to_q"][3]
     assert stack.shape[0] == 4  # CFG: [uncond; cond] x 2 prompts
     generate(pipe, PROMPTS[:2], SEEDS[:2], **kw)
-    assert proc._mixed_fold_cache["to_q"][2] is stack  # same names, same values: not refolded
+    assert proc._mixed_fold_cache["to_q"][3] is stack  # same names, same values: not refolded
     with torch.no_grad():  # change the cat adapter in place: the next call must see it
         for proc_ in ed.patch.get_state(pipe.unet).processors.values():
             for p in proc_.adapters["cat"].parameters():
                 p.add_(torch.randn_like(p))
     second = generate(pipe, PROMPTS[:2], SEEDS[:2], **kw)
-    assert proc._mixed_fold_cache["to_q"][2] is not stack
+    assert proc._mixed_fold_cache["to_q"][3] is not stack
     torch.testing.assert_close(torch.from_numpy(second[0]), torch.from_numpy(first[0]))  # dog unchanged
     assert not torch.allclose(torch.from_numpy(second[1]), torch.from_numpy(first[1]), atol=1e-3)
     for proc_ in ed.patch.get_state(pipe.unet).processors.values():  # and the activation form agrees
