@@ -7,6 +7,8 @@ Times the denoising loop (DDIM, classifier-free guidance: the UNet batch is twic
 decoding are the same work in every mode and are left out. Modes, interleaved and repeated (medians quoted):
 - ``mixed``: 8 prompts, 8 different adapters, one batch (``cross_attention_kwargs={"ether_adapters": [...]}``),
   the default inference form: each sample's folded weight, kept across steps, one batched matmul per projection;
+- ``mixed_again``: ``mixed`` once more right after it: the folded weights are reused (a server answering the same
+  mix again); ``mixed`` itself refolds once, since the modes between change the weights (merge / unmerge);
 - ``mixed_act``: the same with ``mixed_form="act"`` (per-sample maps on the activations, no weight copies);
 - ``sequential``: per subject, set the adapter, merge, generate its prompt alone, unmerge (what a merged-only
   deployment does);
@@ -41,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=25, help="sampling steps per generation")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--profile", action="store_true",
+                   help="instead: per mode, GPU-busy ms per step, launches per step and the top kernels (torch.profiler)")
     return p.parse_args(argv)
 
 
@@ -115,9 +119,11 @@ def main(args) -> dict:
             ed.unmerge_ether(unet)
         ed.set_active_adapter(unet, names[0])
 
-    modes = {"mixed": mixed, "mixed_act": mixed_act, "sequential": sequential, "single": single, "merged": merged}
+    modes = {"mixed": mixed, "mixed_again": mixed, "mixed_act": mixed_act, "sequential": sequential, "single": single, "merged": merged}
     for fn in modes.values():  # warm-up
         fn()
+    if args.profile:
+        return profile_modes(modes, args.steps, device)
     times: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(args.repeats):
         for m, fn in modes.items():  # interleaved
@@ -138,6 +144,7 @@ def main(args) -> dict:
         "speedup_mixed_vs_sequential": round(med["sequential"] / med["mixed"], 3),
         "mixed_step_vs_single_step": round(med["mixed"] / med["single"], 3),
         "mixed_step_vs_merged_step": round(med["mixed"] / med["merged"], 3),
+        "mixed_again_step_vs_single_step": round(med["mixed_again"] / med["single"], 3),
         "mixed_act_step_vs_single_step": round(med["mixed_act"] / med["single"], 3),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
     }
@@ -154,10 +161,38 @@ def main(args) -> dict:
     table += ["", f"mixed vs sequential: **{result['speedup_mixed_vs_sequential']:.2f}x** faster; "
               f"mixed step / single-adapter step: **{result['mixed_step_vs_single_step']:.3f}**; "
               f"mixed step / merged step: {result['mixed_step_vs_merged_step']:.3f}; "
+              f"mixed_again step / single-adapter step: {result['mixed_again_step_vs_single_step']:.3f}; "
               f"mixed_act step / single-adapter step: {result['mixed_act_step_vs_single_step']:.3f}"]
     (out / f"mixed_batch_{args.unet}_{tag}.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     return result
+
+
+def profile_modes(modes: dict, steps: int, device) -> dict:
+    """Where each mode's step goes: wall vs GPU-busy time (a host-bound step has GPU-busy << wall), top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out = {}
+    for m in ("mixed", "single", "merged"):
+        sync(device)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            t0 = time.perf_counter()
+            modes[m]()
+            sync(device)
+            wall = time.perf_counter() - t0
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = sum(e.device_time for e in kernels) / 1000
+        by_name: dict[str, float] = {}
+        for e in kernels:
+            by_name[e.name[:90]] = by_name.get(e.name[:90], 0.0) + e.device_time / 1000
+        top = sorted(by_name.items(), key=lambda kv: -kv[1])[:10]
+        out[m] = dict(wall_ms_per_step=1000 * wall / steps, gpu_busy_ms_per_step=busy / steps,
+                      launches_per_step=len(kernels) / steps)
+        print(f"{m}: wall {1000 * wall / steps:.1f} ms/step, GPU-busy {busy / steps:.1f} ms/step, "
+              f"{len(kernels) / steps:.0f} launches/step")
+        for name, ms in top:
+            print(f"    {ms / steps:7.2f} ms/step  {name}")
+    return out
 
 
 if __name__ == "__main__":

@@ -55,6 +55,24 @@ def transform_per_sample(x: torch.Tensor, method: str, params: dict[str, torch.T
     return torch.einsum("sNnj,snkj->sNnk", xb, blocks.to(x.dtype)).flatten(-2)
 
 
+def fold_per_adapter(weight: torch.Tensor, method: str, p_in: dict[str, torch.Tensor],
+                     p_out: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """``H̃_a W H_a`` for U adapters at once: weight (f, d), params stacked (U, ...) -> (U, f, d), in weight's dtype.
+
+    Same math as ``functional.fold_weight`` (float32 or wider), with the adapters as a leading dimension.
+    """
+    if method not in ("ether", "ether_plus"):
+        first = next(iter(p_in.values()))
+        return torch.stack([Fn.fold_weight(weight, method, {k: p[i] for k, p in p_in.items()},
+                                           None if p_out is None else {k: p[i] for k, p in p_out.items()})
+                            for i in range(first.shape[0])])
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    w = Fn.transform(weight.to(dtype), method, {k: p.to(dtype)[:, None] for k, p in p_in.items()})  # (U, f, d)
+    if p_out is not None:  # H̃ W on the rows of Wᵀ, as in fold_weight
+        w = Fn.transform(w.mT, method, {k: p.to(dtype)[:, None] for k, p in p_out.items()}).mT  # (U, f, d)
+    return w.to(weight.dtype)
+
+
 def adapted_linear_per_sample(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, method: str,
                               p_in: dict, p_out: dict | None, active: torch.Tensor) -> torch.Tensor:
     """``y_i = H̃_i W H_i x_i + b`` for each sample i with ``active[i]``, ``W x_i + b`` otherwise. x (B, N, d)."""
@@ -126,10 +144,14 @@ class PerSampleProjector:
                 and all(t._version == v and t.data_ptr() == ptr for t, v, ptr in hit[2])):
             return hit[3]
         cache.pop(projection, None)  # free the previous stack before building the next
-        folded = {n: Fn.fold_weight(linear.weight, self.proc.method, *a.params()).to(dtype)
-                  for n, a in zip(used, adapters)}
-        folded[NONE] = linear.weight.to(dtype)
-        stack = torch.stack([folded[n] for n in self.names])  # (B, f, d)
+        per = [a.params() for a in adapters]
+        p_in = {k: torch.stack([pi[k] for pi, _ in per]) for k in per[0][0]} if per else {}  # (U, ...)
+        p_out = None if not per or per[0][1] is None else {k: torch.stack([po[k] for _, po in per]) for k in per[0][1]}
+        folded = fold_per_adapter(linear.weight, self.proc.method, p_in, p_out) if per else linear.weight[None][:0]
+        options = torch.cat([folded.to(dtype), linear.weight.to(dtype)[None]])  # (U + 1, f, d): the last is "none"
+        slot = {n: i for i, n in enumerate(used)}
+        index = torch.tensor([slot.get(n, len(used)) for n in self.names], device=options.device)
+        stack = options.index_select(0, index)  # (B, f, d)
         tensors = [t for a in adapters for t in a.parameters()] + [linear.weight]
         cache[projection] = (key, adapters, [(t, t._version, t.data_ptr()) for t in tensors], stack)
         return stack

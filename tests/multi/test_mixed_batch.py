@@ -119,3 +119,25 @@ def test_folded_stack_is_cached_and_follows_parameter_changes(tmp_path):
         proc_.mixed_form = "act"
     act = generate(pipe, PROMPTS[:2], SEEDS[:2], **kw)
     torch.testing.assert_close(torch.from_numpy(act), torch.from_numpy(second), atol=2e-4, rtol=1e-3)
+    for proc_ in ed.patch.get_state(pipe.unet).processors.values():
+        proc_.mixed_form = "fold"
+    base = generate(pipe, PROMPTS[2:3], SEEDS[2:3], cross_attention_kwargs={"ether_adapters": ["none"]})
+    alone = generate(tiny_pipeline(), PROMPTS[2:3], SEEDS[2:3])  # every sample "none": the base model
+    torch.testing.assert_close(torch.from_numpy(base), torch.from_numpy(alone), atol=2e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("method", Fn.METHODS)
+def test_fold_per_adapter_equals_fold_weight(method):
+    from ether_diffusion.multi import fold_per_adapter
+
+    f, d, n, U = 12, 8, 2, 3
+    W = torch.randn(f, d, dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    draw = lambda dim: [{k: torch.randn(s, generator=g, dtype=torch.float64)  # noqa: E731
+                         for k, s in Fn.param_shapes(method, dim, n).items()} for _ in range(U)]
+    ins, outs = draw(d), (draw(f) if method in Fn.OUTPUT_SIDE_METHODS else None)
+    stack = lambda ps: {k: torch.stack([p[k] for p in ps]) for k in ps[0]}  # noqa: E731
+    got = fold_per_adapter(W, method, stack(ins), stack(outs) if outs else None)
+    assert got.shape == (U, f, d)
+    for i in range(U):
+        torch.testing.assert_close(got[i], Fn.fold_weight(W, method, ins[i], outs[i] if outs else None))
