@@ -87,19 +87,15 @@ def main(args) -> dict:
     text = torch.randn(2 * args.subjects, 77, C, device=device, dtype=dtype)
     text_one = torch.randn(2, 77, C, device=device, dtype=dtype)
 
-    def set_form(form):
-        for proc in state.processors.values():
-            proc.mixed_form = form
-
     def mixed():
         denoise(unet, scheduler, text, args.steps, adapters=names)
 
     def mixed_act():
-        set_form("act")
+        ed.set_mixed_form(unet, "act")
         try:
             denoise(unet, scheduler, text, args.steps, adapters=names)
         finally:
-            set_form("fold")
+            ed.set_mixed_form(unet, "fold")
 
     def single():
         denoise(unet, scheduler, text, args.steps)

@@ -55,7 +55,7 @@ def main(args):
         opt = torch.optim.AdamW(params, lr=1e-5) if params else None
         x = lat.clone().requires_grad_()
 
-        def step():
+        def step(opt=opt, unet=unet, x=x):
             if opt is not None:
                 opt.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16):

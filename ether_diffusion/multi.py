@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from . import functional as Fn
 
 NONE = "none"
+MIXED_FORMS = ("fold", "act")
 
 
 # ------------------------------------------------------------------ per-sample math
@@ -198,3 +199,13 @@ def set_active_adapter(model: nn.Module, name: str) -> None:
         raise KeyError(f"adapter {name!r} is not loaded; loaded: {names}")
     for proc in get_state(model).processors.values():
         proc.active = name
+
+
+def set_mixed_form(model: nn.Module, form: str) -> None:
+    """How mixed-adapter batches run at inference: "fold" (default) or "act" (see the module docstring)."""
+    from .patch import get_state
+
+    if form not in MIXED_FORMS:
+        raise ValueError(f"mixed form {form!r} is unknown; choose one of {MIXED_FORMS}")
+    for proc in get_state(model).processors.values():
+        proc.mixed_form = form

@@ -60,7 +60,7 @@ def test_checks_of_values():
         DreamBoothConfig(instance_data_dir=str(DOG), instance_prompt="x", resolution=100)
     with pytest.raises(ConfigError, match="train_batch_size must be >= 1"):
         DreamBoothConfig(instance_data_dir=str(DOG), instance_prompt="x", train_batch_size=0)
-    with pytest.raises(ConfigError, match="exactly one of --prompts, --prompts_file or --subject"):
+    with pytest.raises(ConfigError, match="exactly one of --prompts, --prompts_file, --subject"):
         GenerateConfig(prompts=("a",), subject="dog")
 
 

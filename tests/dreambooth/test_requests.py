@@ -68,3 +68,14 @@ def test_adapter_labels_are_short_and_unique():
                                                                          "runs/cat/adapter": "cat_adapter"}
     assert adapter_labels(["a/dog", "b/cat"]) == {"a/dog": "dog", "b/cat": "cat"}
     assert adapter_labels(["x/none"]) == {"x/none": "adapter_none"}
+
+
+def test_generate_script_requests_errors_are_one_line(tmp_path, capsys):
+    from tests.dreambooth.test_scripts import _fails
+
+    base = ["--pretrained_model_name_or_path", "tiny", "--output_dir", str(tmp_path / "o")]
+    _fails(capsys, [*base, "--requests_file", str(tmp_path / "missing.jsonl")], "not found", script="generate")
+    bad = tmp_path / "r.jsonl"
+    bad.write_text('{"prompt": 3}\n')
+    _fails(capsys, [*base, "--requests_file", str(bad)], "r.jsonl:1: each line must be an object", script="generate")
+    _fails(capsys, [*base, "--requests_file", str(bad), "--adapter", "x"], "drop --adapter", script="generate")

@@ -39,8 +39,7 @@ def test_mixed_batch_equals_merged_single_runs(tmp_path, method, form):
     pipe = tiny_pipeline()
     for name, path in paths.items():
         ed.load_ether(pipe.unet, path, adapter_name=name)
-    for proc in ed.patch.get_state(pipe.unet).processors.values():
-        proc.mixed_form = form
+    ed.set_mixed_form(pipe.unet, form)
     assert ed.adapter_names(pipe.unet) == ["dog", "cat"]
     choice = ["dog", "cat", "none", "dog"]
     mixed = generate(pipe, PROMPTS, SEEDS, cross_attention_kwargs={"ether_adapters": choice})
@@ -115,12 +114,12 @@ def test_folded_stack_is_cached_and_follows_parameter_changes(tmp_path):
     assert proc._mixed_fold_cache["to_q"][3] is not stack
     torch.testing.assert_close(torch.from_numpy(second[0]), torch.from_numpy(first[0]))  # dog unchanged
     assert not torch.allclose(torch.from_numpy(second[1]), torch.from_numpy(first[1]), atol=1e-3)
-    for proc_ in ed.patch.get_state(pipe.unet).processors.values():  # and the activation form agrees
-        proc_.mixed_form = "act"
+    ed.set_mixed_form(pipe.unet, "act")  # and the activation form agrees
     act = generate(pipe, PROMPTS[:2], SEEDS[:2], **kw)
     torch.testing.assert_close(torch.from_numpy(act), torch.from_numpy(second), atol=2e-4, rtol=1e-3)
-    for proc_ in ed.patch.get_state(pipe.unet).processors.values():
-        proc_.mixed_form = "fold"
+    ed.set_mixed_form(pipe.unet, "fold")
+    with pytest.raises(ValueError, match="unknown"):
+        ed.set_mixed_form(pipe.unet, "loop")
     base = generate(pipe, PROMPTS[2:3], SEEDS[2:3], cross_attention_kwargs={"ether_adapters": ["none"]})
     alone = generate(tiny_pipeline(), PROMPTS[2:3], SEEDS[2:3])  # every sample "none": the base model
     torch.testing.assert_close(torch.from_numpy(base), torch.from_numpy(alone), atol=2e-4, rtol=1e-3)
