@@ -8,13 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .functional import METHODS
+from .typed_config import ConfigError
 
 # the projections an attention processor computes itself, named relative to diffusers' `Attention`
 PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown or of the wrong type."""
 
 
 @dataclass(frozen=True)

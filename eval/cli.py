@@ -6,58 +6,40 @@ Launch with `accelerate launch -m eval ...` to split the images over several GPU
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
-import types
-import typing
 from typing import Any, Callable, Sequence
 
-from eval.config import (DreamBoothEvalConfig, FIDEvalConfig, S2IEvalConfig, config_from_dict, load_yaml)
+from ether_diffusion.typed_config import ConfigError
+from ether_diffusion.typed_config import parse_config
+from eval.config import DreamBoothEvalConfig, FIDEvalConfig, S2IEvalConfig
 from eval.errors import EvalInputError, ModelNotAvailableError
 
+PROG = "ether-eval"
 COMMANDS: dict[str, tuple[type, str]] = {
     "dreambooth": (DreamBoothEvalConfig, "DINO, CLIP-I, CLIP-T, LPIPS on DreamBooth subjects (OFT protocol)"),
     "s2i": (S2IEvalConfig, "mIoU / aAcc / mAcc of a segmenter on generated ADE20K images, and FID"),
     "fid": (FIDEvalConfig, "FID between two folders (torch-fidelity InceptionV3)"),
 }
-
-
-def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, hint: Any) -> None:
-    flag = "--" + f.name.replace("_", "-")
-    kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help", "")}
-    args = [t for t in typing.get_args(hint) if t is not type(None)]
-    base = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1 else hint
-    if base is bool:
-        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-    elif typing.get_origin(base) is tuple:
-        parser.add_argument(flag, nargs="+", **kw)
-    else:
-        parser.add_argument(flag, type=base, **kw)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ether-eval", description="Score generated images the way the papers do (DreamBooth, ADE20K S2I, FID).",
-        epilog="Defaults are the published protocols; see configs/eval/*.yaml. Weights: hub ids, local folders, "
-               "HF_HUB_OFFLINE / TORCH_HOME caches, or explicit paths.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (cls, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", default=None, help="YAML file of options (see configs/eval/)")
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            _add_field(p, f, hints[f.name])
-    return parser
+USAGE = (f"usage: {PROG} {{{','.join(COMMANDS)}}} [--config FILE] [--option value ...]\n\n"
+         "Score generated images the way the papers do (DreamBooth, ADE20K S2I, FID).\n\n"
+         + "".join(f"  {name:<11} {text}\n" for name, (_, text) in COMMANDS.items())
+         + f"\n`{PROG} COMMAND --help` lists a command's options. Defaults are the published protocols; see "
+           "configs/eval/*.yaml. Weights: hub ids, local folders, HF_HUB_OFFLINE / TORCH_HOME caches, or explicit "
+           "paths.\n")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[str, Any]:
-    """argv -> (command, validated config)."""
-    ns = vars(build_parser().parse_args(argv))
-    command, config_path = ns.pop("command"), ns.pop("config")
-    values = load_yaml(config_path) if config_path else {}
-    values.update(ns)
-    return command, config_from_dict(COMMANDS[command][0], values, source=config_path or "command line")
+    """argv -> (command, validated config): the command, then its config's flags (the shared config system)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="", file=sys.stdout if argv else sys.stderr)
+        sys.exit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"{PROG}: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    cls, text = COMMANDS[command]
+    return command, parse_config(cls, rest, description=text, prog=f"{PROG} {command}")
 
 
 def _runner(command: str) -> Callable[[Any], dict[str, Any]]:
@@ -100,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command, cfg = parse_args(argv)
         run(command, cfg)
-    except (EvalInputError, ModelNotAvailableError) as err:
+    except (ConfigError, EvalInputError, ModelNotAvailableError) as err:
         print(f"ether-eval: error: {err}", file=sys.stderr)
         return 2
     return 0

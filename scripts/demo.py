@@ -11,7 +11,7 @@ Single process; for several GPUs run scripts/train_dreambooth.py and scripts/gen
 from __future__ import annotations
 
 from ether_diffusion.training.cli import run_cli
-from ether_diffusion.training.config import parse_config
+from ether_diffusion.typed_config import parse_config
 from ether_diffusion.training.demo import DemoConfig, run_demo
 
 

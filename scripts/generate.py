@@ -12,7 +12,7 @@ Every option is a `GenerateConfig` field (`--help`); `--config file.yaml` sets t
 from __future__ import annotations
 
 from ether_diffusion.training.cli import run_cli
-from ether_diffusion.training.config import parse_config
+from ether_diffusion.typed_config import parse_config
 from ether_diffusion.training.generation import GenerateConfig, generate
 
 

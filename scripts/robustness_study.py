@@ -8,7 +8,7 @@
 """
 
 from ether_diffusion.study import StudyConfig, run_study
-from ether_diffusion.training.config import parse_config
+from ether_diffusion.typed_config import parse_config
 
 
 def parse_args(argv=None) -> StudyConfig:

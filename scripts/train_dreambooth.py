@@ -12,7 +12,7 @@ Writes <output_dir>/adapter/ (weights + train_config.yaml), checkpoint-<step>/, 
 from __future__ import annotations
 
 from ether_diffusion.training.cli import run_cli
-from ether_diffusion.training.config import parse_config
+from ether_diffusion.typed_config import parse_config
 from ether_diffusion.training.dreambooth import DreamBoothConfig, train_dreambooth
 
 

@@ -15,7 +15,7 @@ from ether_diffusion.data.ade20k import ADE20KDataError
 from ether_diffusion.s2i.config import S2IConfig
 from ether_diffusion.s2i.train import train_s2i
 from ether_diffusion.training.cli import run_cli
-from ether_diffusion.training.config import parse_config
+from ether_diffusion.typed_config import parse_config
 
 
 def parse_args(argv: list[str] | None = None) -> S2IConfig:

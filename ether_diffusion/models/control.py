@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ..config import ConfigError
+from ..typed_config import ConfigError
 
 ENCODER_WEIGHTS = "control_encoder.safetensors"
 ENCODER_CONFIG = "control_encoder_config.json"

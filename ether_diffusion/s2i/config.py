@@ -1,6 +1,6 @@
 """`S2IConfig` (training) and `S2IGenerateConfig` (sampling from maps): the typed configs of the S2I scripts.
 
-Both go through the shared config system (`ether_diffusion.training.config`): defaults < ``--config`` YAML < flags.
+Both go through the shared config system (`ether_diffusion.typed_config`): defaults < ``--config`` YAML < flags.
 """
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config import ConfigError
+from ..typed_config import ConfigError
 from ..models.control import HINT_CHANNELS
-from ..training.config import check_fields
-from ..training.options import SD15_ID, TrainConfig, _f
+from ..training.options import SD15_ID, TrainConfig
+from ..typed_config import check_fields, option
 
 S2I_METHODS = ("ether", "ether_plus", "oft", "naive", "lora", "none")
 NO_ADAPTER = "none"  # the paper's "encoder only" baseline: the UNet stays frozen, only the control encoder trains
@@ -29,30 +29,30 @@ def _check_prompt_source(captions: str | None, prompt: str | None, what: str) ->
 class S2IConfig(TrainConfig):
     """Semantic-map-to-image training: an adapter (or none) on the frozen UNet plus a control encoder, on ADE20K."""
 
-    method: Literal["ether", "ether_plus", "oft", "naive", "lora", "none"] = _f(
+    method: Literal["ether", "ether_plus", "oft", "naive", "lora", "none"] = option(
         "ether", "adapter on the frozen UNet: " + ", ".join(S2I_METHODS) + " ('none': train the control encoder only)")
-    output_dir: str = _f("runs/s2i", "where model/, checkpoints, logs and validation grids go")
+    output_dir: str = option("runs/s2i", "where model/, checkpoints, logs and validation grids go")
     # ---- data
-    data_root: str = _f("", "ADEChallengeData2016 folder (images/<split>, annotations/<split>) (required)")
-    train_split: str = _f("training", "split folder of the training pairs")
-    captions: str | None = _f(None, "JSON / JSONL captions of the training split keyed by image name (or OFT's "
+    data_root: str = option("", "ADEChallengeData2016 folder (images/<split>, annotations/<split>) (required)")
+    train_split: str = option("training", "split folder of the training pairs")
+    captions: str | None = option(None, "JSON / JSONL captions of the training split keyed by image name (or OFT's "
                                     "prompt_train_blip.json)")
-    prompt: str | None = _f(None, "one fixed prompt for every training image, when there is no caption file")
-    resolution: int = _f(512, "side of the square training images and maps, in pixels")
-    crop: Literal["none", "center", "random"] = _f(
+    prompt: str | None = option(None, "one fixed prompt for every training image, when there is no caption file")
+    resolution: int = option(512, "side of the square training images and maps, in pixels")
+    crop: Literal["none", "center", "random"] = option(
         "none", "'none' resizes photo and map to the square (keeps pixel correspondence with the annotation); "
                 "'center' / 'random' keep the aspect ratio and crop")
-    random_flip: bool = _f(False, "random horizontal flips (photo and map together)")
+    random_flip: bool = option(False, "random horizontal flips (photo and map together)")
     # ---- control encoder
-    control_channels: tuple[int, ...] | None = _f(
+    control_channels: tuple[int, ...] | None = option(
         None, f"widths of the control encoder, one stride-2 conv between consecutive ones; default: ControlNet's "
               f"{list(HINT_CHANNELS)} for a VAE that downsamples 8x (fewer for smaller VAEs)")
-    control_learning_rate: float | None = _f(None, "learning rate of the control encoder; default: learning_rate")
+    control_learning_rate: float | None = option(None, "learning rate of the control encoder; default: learning_rate")
     # ---- validation (the first num_validation_images maps of validation_split: map | generated grid)
-    validation_split: str | None = _f("validation", "split whose first maps are rendered during training; null "
+    validation_split: str | None = option("validation", "split whose first maps are rendered during training; null "
                                                     "turns validation off")
-    validation_captions: str | None = _f(None, "captions of validation_split; default: validation_prompt")
-    validation_prompt: str | None = _f(None, "fixed prompt of the validation images when validation_captions is "
+    validation_captions: str | None = option(None, "captions of validation_split; default: validation_prompt")
+    validation_prompt: str | None = option(None, "fixed prompt of the validation images when validation_captions is "
                                              "not set (default: prompt, else '')")
 
     def __post_init__(self) -> None:
@@ -72,28 +72,28 @@ class S2IConfig(TrainConfig):
 class S2IGenerateConfig:
     """Images from semantic maps with a trained S2I model (adapter + control encoder), plus manifest.jsonl."""
 
-    pretrained_model_name_or_path: str = _f(SD15_ID, "base model: hub id, local diffusers folder, or 'tiny'")
-    revision: str | None = _f(None, "hub revision of the base model")
-    variant: str | None = _f(None, "weights variant, e.g. 'fp16'")
-    model: str = _f("", "folder written by train_s2i.py (its output_dir/model: adapter + control encoder) (required)")
-    annotations: str = _f("", "folder of ADE20K annotation PNGs, e.g. ADEChallengeData2016/annotations/validation "
+    pretrained_model_name_or_path: str = option(SD15_ID, "base model: hub id, local diffusers folder, or 'tiny'")
+    revision: str | None = option(None, "hub revision of the base model")
+    variant: str | None = option(None, "weights variant, e.g. 'fp16'")
+    model: str = option("", "folder written by train_s2i.py (its output_dir/model: adapter + control encoder) (required)")
+    annotations: str = option("", "folder of ADE20K annotation PNGs, e.g. ADEChallengeData2016/annotations/validation "
                               "(required)")
-    captions: str | None = _f(None, "JSON / JSONL captions keyed by image name (or OFT's prompt_val_blip_full.json)")
-    prompt: str | None = _f(None, "one fixed prompt for every map, when there is no caption file")
-    limit: int | None = _f(None, "use only the first N maps (sorted by name)")
-    method_name: str | None = _f(None, "method label in the manifest; default: the model's method")
-    num_images_per_map: int = _f(1, "images per map")
-    seed: int = _f(0, "image j of map i uses seed + i * num_images_per_map + j (CPU generator)")
-    batch_size: int = _f(4, "maps per pipeline call")
-    num_inference_steps: int = _f(50, "sampler steps (OFT: DDIM 50)")
-    guidance_scale: float = _f(9.0, "classifier-free guidance; the map conditions both branches (OFT: 9.0)")
-    scheduler: Literal["default", "ddim", "dpm_solver", "euler"] = _f("ddim", "sampler (OFT: DDIM, eta 0)")
-    resolution: int | None = _f(None, "side of the square images; default: the training resolution (model/train_config.yaml), "
+    captions: str | None = option(None, "JSON / JSONL captions keyed by image name (or OFT's prompt_val_blip_full.json)")
+    prompt: str | None = option(None, "one fixed prompt for every map, when there is no caption file")
+    limit: int | None = option(None, "use only the first N maps (sorted by name)")
+    method_name: str | None = option(None, "method label in the manifest; default: the model's method")
+    num_images_per_map: int = option(1, "images per map")
+    seed: int = option(0, "image j of map i uses seed + i * num_images_per_map + j (CPU generator)")
+    batch_size: int = option(4, "maps per pipeline call")
+    num_inference_steps: int = option(50, "sampler steps (OFT: DDIM 50)")
+    guidance_scale: float = option(9.0, "classifier-free guidance; the map conditions both branches (OFT: 9.0)")
+    scheduler: Literal["default", "ddim", "dpm_solver", "euler"] = option("ddim", "sampler (OFT: DDIM, eta 0)")
+    resolution: int | None = option(None, "side of the square images; default: the training resolution (model/train_config.yaml), "
                                              "else the base model's (512 on SD 1.5)")
-    merge: bool = _f(True, "fold the adapter into the weights (base-model speed)")
-    mixed_precision: Literal["no", "fp16", "bf16"] | None = _f(None, "weights dtype; default fp16 on GPU, fp32 on CPU")
-    output_dir: str = _f("samples/s2i", "images go to <output_dir>/<method>/, plus <output_dir>/manifest.jsonl")
-    skip_existing: bool = _f(True, "keep images already on disk (an interrupted run continues)")
+    merge: bool = option(True, "fold the adapter into the weights (base-model speed)")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = option(None, "weights dtype; default fp16 on GPU, fp32 on CPU")
+    output_dir: str = option("samples/s2i", "images go to <output_dir>/<method>/, plus <output_dir>/manifest.jsonl")
+    skip_existing: bool = option(True, "keep images already on disk (an interrupted run continues)")
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from .. import __version__
-from ..config import ConfigError
+from ..typed_config import ConfigError
 from ..models.control import (HINT_CHANNELS, ControlEncoder, ControlEncoderConfig, ControlledUNet,
                               load_control_encoder, read_control_meta, save_control_encoder, unet_width)
 from ..training.adapters import add_adapter_from_config, load_adapter, merge_adapter, save_adapter

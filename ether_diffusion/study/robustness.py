@@ -17,13 +17,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError
+from ..typed_config import ConfigError
 from ..data.dreambooth import PROMPTS_FILE, read_prompts_file
 from ..models.tiny import TINY_ID, TINY_RESOLUTION
-from ..training.config import check_fields, load_config
+from ..typed_config import check_fields, load_config, option
 from ..training.dreambooth import DreamBoothConfig, train_dreambooth
 from ..training.generation import GenerateConfig, generate
-from ..training.options import ADAPTER_METHODS, _f
+from ..training.options import ADAPTER_METHODS
 from .plots import plot_study
 from .weights import adapter_summary, load_base_unet
 
@@ -36,18 +36,18 @@ NOTICE_TINY = ("Numbers from the `tiny` model (random weights, a few steps): the
 class StudyConfig:
     """Grid of (method, learning rate) DreamBooth runs with distances, energy, loss and metrics along the way."""
 
-    pretrained_model_name_or_path: str = _f(TINY_ID, "base model: 'tiny', a hub id or a local folder")
-    methods: tuple[str, ...] = _f(("ether", "ether_plus", "oft", "naive", "lora"), "methods to compare")
-    learning_rates: tuple[float, ...] = _f((1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "learning-rate grid")
-    dreambooth_root: str = _f(str(REPO / "tests" / "assets" / "dreambooth"), "DreamBooth dataset root")
-    subject: str = _f("dog", "subject folder under dreambooth_root")
-    unique_token: str = _f("qwe", "rare identifier")
-    max_train_steps: int | None = _f(None, "steps per run; default 12 for tiny, the config's for a real model")
-    record_every: int | None = _f(None, "measure every N steps; default max_train_steps / 4")
-    evaluate: bool = _f(False, "sample the 25 evaluation prompts and score them after each run")
-    num_inference_steps: int | None = _f(None, "sampler steps for evaluate; default 4 for tiny, 50 otherwise")
-    output_dir: str = _f("study_out", "runs, study.json and the plots")
-    keep_runs: bool = _f(False, "keep each run's checkpoints (large for real models)")
+    pretrained_model_name_or_path: str = option(TINY_ID, "base model: 'tiny', a hub id or a local folder")
+    methods: tuple[str, ...] = option(("ether", "ether_plus", "oft", "naive", "lora"), "methods to compare")
+    learning_rates: tuple[float, ...] = option((1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "learning-rate grid")
+    dreambooth_root: str = option(str(REPO / "tests" / "assets" / "dreambooth"), "DreamBooth dataset root")
+    subject: str = option("dog", "subject folder under dreambooth_root")
+    unique_token: str = option("qwe", "rare identifier")
+    max_train_steps: int | None = option(None, "steps per run; default 12 for tiny, the config's for a real model")
+    record_every: int | None = option(None, "measure every N steps; default max_train_steps / 4")
+    evaluate: bool = option(False, "sample the 25 evaluation prompts and score them after each run")
+    num_inference_steps: int | None = option(None, "sampler steps for evaluate; default 4 for tiny, 50 otherwise")
+    output_dir: str = option("study_out", "runs, study.json and the plots")
+    keep_runs: bool = option(False, "keep each run's checkpoints (large for real models)")
 
     def __post_init__(self) -> None:
         check_fields(self)

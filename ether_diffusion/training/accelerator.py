@@ -14,7 +14,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
-from ..config import ConfigError
+from ..typed_config import ConfigError
 
 
 def tracker_names(report_to: str) -> list[str]:

@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from ..config import ConfigError
+from ..typed_config import ConfigError
 
 PREFIX = "checkpoint-"
 MARKER = "COMPLETE"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from ..config import ConfigError
+from ..typed_config import ConfigError
 from ..io import AdapterMismatchError
 from ..models.loading import ModelNotAvailableError
 from .checkpoint import CheckpointError

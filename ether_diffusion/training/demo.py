@@ -15,13 +15,12 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ..config import ConfigError
+from ..typed_config import ConfigError
 from ..data.images import load_rgb, resize_and_crop, scan_images
 from ..models.tiny import TINY_ID, TINY_RESOLUTION
-from .config import check_fields, load_config
+from ..typed_config import check_fields, load_config, option
 from .dreambooth import DreamBoothConfig, train_dreambooth
 from .generation import BASE, GenerateConfig, generate
-from .options import _f
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_NOTICE = ("**The `tiny` model is untrained (random weights): its images are noise and every number below is a "
@@ -34,18 +33,18 @@ TINY_NOTICE = ("**The `tiny` model is untrained (random weights): its images are
 class DemoConfig:
     """Train an adapter on one DreamBooth subject, sample its 25 evaluation prompts, score them, write a report."""
 
-    pretrained_model_name_or_path: str = _f(TINY_ID, "base model: 'tiny' (CPU smoke run), a hub id or a local folder")
-    method: str = _f("ether", "ether, ether_plus, oft, naive or lora (uses configs/dreambooth/<method>.yaml)")
-    train_config: str | None = _f(None, "training YAML; default configs/dreambooth/<method>.yaml")
-    dreambooth_root: str = _f(str(REPO / "tests" / "assets" / "dreambooth"),
+    pretrained_model_name_or_path: str = option(TINY_ID, "base model: 'tiny' (CPU smoke run), a hub id or a local folder")
+    method: str = option("ether", "ether, ether_plus, oft, naive or lora (uses configs/dreambooth/<method>.yaml)")
+    train_config: str | None = option(None, "training YAML; default configs/dreambooth/<method>.yaml")
+    dreambooth_root: str = option(str(REPO / "tests" / "assets" / "dreambooth"),
                               "DreamBooth dataset root (one folder per subject, prompts_and_classes.txt)")
-    subject: str = _f("dog", "subject folder under dreambooth_root")
-    unique_token: str = _f("qwe", "rare identifier (OFT's released scripts use 'qwe')")
-    output_dir: str = _f("demo_out", "everything goes here; REPORT.md is the page to open")
-    max_train_steps: int | None = _f(None, "default: 30 for tiny, the config's for a real model")
-    num_images_per_prompt: int | None = _f(None, "default: 2 for tiny, 4 for a real model")
-    num_inference_steps: int | None = _f(None, "default: 4 for tiny, 50 for a real model")
-    baseline: bool = _f(True, "also sample the base model without adapter, as a reference row")
+    subject: str = option("dog", "subject folder under dreambooth_root")
+    unique_token: str = option("qwe", "rare identifier (OFT's released scripts use 'qwe')")
+    output_dir: str = option("demo_out", "everything goes here; REPORT.md is the page to open")
+    max_train_steps: int | None = option(None, "default: 30 for tiny, the config's for a real model")
+    num_images_per_prompt: int | None = option(None, "default: 2 for tiny, 4 for a real model")
+    num_inference_steps: int | None = option(None, "default: 4 for tiny, 50 for a real model")
+    baseline: bool = option(True, "also sample the base model without adapter, as a reference row")
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError
+from ..typed_config import ConfigError
 from ..data.dreambooth import DreamBoothDataset, collate
 from ..data.images import SkippedImageWarning, scan_images
 from ..models.loading import load_pipeline
@@ -22,7 +22,8 @@ from .class_images import ensure_class_images
 from .loop import train_loop
 from .loss import diffusion_loss, encode_latents, encode_prompts
 from .optim import build_optimizer
-from .options import TrainConfig, _f
+from ..typed_config import option
+from .options import TrainConfig
 from .setup import finish_training, freeze_base, prepare_training, training_noise_scheduler
 from .validation import run_validation
 
@@ -34,19 +35,19 @@ CONFIG_FILE = "train_config.yaml"
 class DreamBoothConfig(TrainConfig):
     """DreamBooth training of an ETHER / ETHER+ / OFT / naive / LoRA adapter on a few images of one subject."""
 
-    instance_data_dir: str = _f("", "folder of the subject's images (required)")
-    instance_prompt: str = _f("", "prompt with the rare identifier, e.g. 'a photo of sks dog' (required)")
-    with_prior_preservation: bool = _f(False, "add the prior-preservation loss on class images")
-    class_data_dir: str | None = _f(None, "folder of class images; missing ones are generated and kept there "
+    instance_data_dir: str = option("", "folder of the subject's images (required)")
+    instance_prompt: str = option("", "prompt with the rare identifier, e.g. 'a photo of sks dog' (required)")
+    with_prior_preservation: bool = option(False, "add the prior-preservation loss on class images")
+    class_data_dir: str | None = option(None, "folder of class images; missing ones are generated and kept there "
                                           "(default: <output_dir>/class_images)")
-    class_prompt: str | None = _f(None, "prompt of the class images, e.g. 'a photo of dog' (prior preservation)")
-    prior_loss_weight: float = _f(1.0, "weight of the prior-preservation loss")
-    num_class_images: int = _f(100, "class images wanted for prior preservation")
-    sample_batch_size: int = _f(4, "batch size when generating class images")
-    class_inference_steps: int = _f(50, "sampler steps when generating class images")
-    resolution: int = _f(512, "training resolution (images are resized and cropped to it)")
-    center_crop: bool = _f(False, "centre crop instead of a random crop")
-    random_flip: bool = _f(False, "random horizontal flips")
+    class_prompt: str | None = option(None, "prompt of the class images, e.g. 'a photo of dog' (prior preservation)")
+    prior_loss_weight: float = option(1.0, "weight of the prior-preservation loss")
+    num_class_images: int = option(100, "class images wanted for prior preservation")
+    sample_batch_size: int = option(4, "batch size when generating class images")
+    class_inference_steps: int = option(50, "sampler steps when generating class images")
+    resolution: int = option(512, "training resolution (images are resized and cropped to it)")
+    center_crop: bool = option(False, "centre crop instead of a random crop")
+    random_flip: bool = option(False, "random horizontal flips")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -19,15 +19,15 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from ..config import ConfigError
+from ..typed_config import ConfigError
 from ..data.dreambooth import PROMPTS_FILE, eval_prompts
 from ..models.loading import load_pipeline
 from ..io import load_ether
 from ..multi import NONE
 from .adapters import LORA, adapter_kind, load_adapter, merge_adapter
-from .config import check_fields
+from ..typed_config import check_fields, option
 from .manifest import write_manifest
-from .options import SD15_ID, _f
+from .options import SD15_ID
 from .requests import adapter_labels, read_requests
 
 REPO_PROMPTS_FILE = Path(__file__).resolve().parents[2] / "tests" / "assets" / "dreambooth" / PROMPTS_FILE
@@ -38,31 +38,31 @@ BASE = "base"
 class GenerateConfig:
     """Generate images (+ manifest.jsonl) from a base model and an optional adapter."""
 
-    pretrained_model_name_or_path: str = _f(SD15_ID, "base model: hub id, local diffusers folder, or 'tiny'")
-    revision: str | None = _f(None, "hub revision of the base model")
-    variant: str | None = _f(None, "weights variant, e.g. 'fp16'")
-    adapter: str | None = _f(None, "adapter folder (train_dreambooth's <output_dir>/adapter); none = base model")
-    method_name: str | None = _f(None, "method label in the manifest; default: the adapter's method, or 'base'")
-    prompts: tuple[str, ...] = _f((), "prompts to sample (or use prompts_file / subject)")
-    prompts_file: str | None = _f(None, "text file, one prompt per line")
-    subject: str | None = _f(None, "DreamBooth subject (folder name): sample its 25 evaluation prompts")
-    requests_file: str | None = _f(None, "JSONL, one {prompt, adapter[, seed, subject, ...]} per line: batches mix "
+    pretrained_model_name_or_path: str = option(SD15_ID, "base model: hub id, local diffusers folder, or 'tiny'")
+    revision: str | None = option(None, "hub revision of the base model")
+    variant: str | None = option(None, "weights variant, e.g. 'fp16'")
+    adapter: str | None = option(None, "adapter folder (train_dreambooth's <output_dir>/adapter); none = base model")
+    method_name: str | None = option(None, "method label in the manifest; default: the adapter's method, or 'base'")
+    prompts: tuple[str, ...] = option((), "prompts to sample (or use prompts_file / subject)")
+    prompts_file: str | None = option(None, "text file, one prompt per line")
+    subject: str | None = option(None, "DreamBooth subject (folder name): sample its 25 evaluation prompts")
+    requests_file: str | None = option(None, "JSONL, one {prompt, adapter[, seed, subject, ...]} per line: batches mix "
                                          "adapters, one per sample (see ether_diffusion/training/requests.py)")
-    prompts_and_classes: str = _f(str(REPO_PROMPTS_FILE), f"DreamBooth's {PROMPTS_FILE}")
-    unique_token: str = _f("sks", "the rare identifier of the subject in the prompts")
-    class_token: str | None = _f(None, "class noun of the subject; default: from prompts_and_classes")
-    num_images_per_prompt: int = _f(4, "images per prompt")
-    seed: int = _f(0, "base seed (see the module docstring)")
-    batch_size: int = _f(4, "images per pipeline call")
-    num_inference_steps: int = _f(50, "sampler steps")
-    guidance_scale: float = _f(7.5, "classifier-free guidance scale")
-    resolution: int | None = _f(None, "image side in pixels; default: the model's")
-    scheduler: Literal["default", "ddim", "dpm_solver", "euler"] = _f("default", "sampler; default: the model's")
-    merge: bool = _f(True, "fold the adapter into the weights (base-model speed); false runs the adapter layers")
-    attention: Literal["sdpa", "xformers"] = _f("sdpa", "attention kernel of the unmerged adapter")
-    mixed_precision: Literal["no", "fp16", "bf16"] | None = _f(None, "weights dtype; default fp16 on GPU, fp32 on CPU")
-    output_dir: str = _f("samples", "images go to <output_dir>/<method>/<subject or 'prompts'>/, plus manifest.jsonl")
-    skip_existing: bool = _f(True, "keep images already on disk (an interrupted run continues)")
+    prompts_and_classes: str = option(str(REPO_PROMPTS_FILE), f"DreamBooth's {PROMPTS_FILE}")
+    unique_token: str = option("sks", "the rare identifier of the subject in the prompts")
+    class_token: str | None = option(None, "class noun of the subject; default: from prompts_and_classes")
+    num_images_per_prompt: int = option(4, "images per prompt")
+    seed: int = option(0, "base seed (see the module docstring)")
+    batch_size: int = option(4, "images per pipeline call")
+    num_inference_steps: int = option(50, "sampler steps")
+    guidance_scale: float = option(7.5, "classifier-free guidance scale")
+    resolution: int | None = option(None, "image side in pixels; default: the model's")
+    scheduler: Literal["default", "ddim", "dpm_solver", "euler"] = option("default", "sampler; default: the model's")
+    merge: bool = option(True, "fold the adapter into the weights (base-model speed); false runs the adapter layers")
+    attention: Literal["sdpa", "xformers"] = option("sdpa", "attention kernel of the unmerged adapter")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = option(None, "weights dtype; default fp16 on GPU, fp32 on CPU")
+    output_dir: str = option("samples", "images go to <output_dir>/<method>/<subject or 'prompts'>/, plus manifest.jsonl")
+    skip_existing: bool = option(True, "keep images already on disk (an interrupted run continues)")
 
     def __post_init__(self) -> None:
         check_fields(self)

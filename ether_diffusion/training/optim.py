@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from diffusers.optimization import get_scheduler
 
-from ..config import ConfigError
+from ..typed_config import ConfigError
 
 
 def effective_learning_rate(cfg, num_processes: int) -> float:

@@ -6,19 +6,15 @@ example scripts (`--learning_rate`, `--train_batch_size`, ...) so their users fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from ..config import PROJECTIONS, ConfigError
+from ..config import PROJECTIONS
 from ..functional import METHODS
-from .config import check_fields
+from ..typed_config import ConfigError, check_fields, option
 
 ADAPTER_METHODS = (*METHODS, "lora")
 SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-
-
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -26,62 +22,62 @@ class TrainConfig:
     """Shared training options."""
 
     # ---- model
-    pretrained_model_name_or_path: str = _f(SD15_ID, "base model: hub id, local diffusers folder, or 'tiny' (random "
+    pretrained_model_name_or_path: str = option(SD15_ID, "base model: hub id, local diffusers folder, or 'tiny' (random "
                                                      "CPU model for smoke tests)")
-    revision: str | None = _f(None, "hub revision of the base model")
-    variant: str | None = _f(None, "weights variant of the base model, e.g. 'fp16'")
-    prediction_type: Literal["epsilon", "v_prediction"] | None = _f(
+    revision: str | None = option(None, "hub revision of the base model")
+    variant: str | None = option(None, "weights variant of the base model, e.g. 'fp16'")
+    prediction_type: Literal["epsilon", "v_prediction"] | None = option(
         None, "training target; default: the base model's scheduler config (SD 1.5: epsilon, SD 2.x 768: v_prediction)")
     # ---- adapter
-    method: Literal["ether", "ether_plus", "oft", "naive", "lora"] = _f("ether", "adapter: " + ", ".join(ADAPTER_METHODS))
-    n_blocks: int = _f(4, "diagonal blocks per transform (ether, ether_plus, oft, naive)")
-    target_modules: tuple[str, ...] = _f(PROJECTIONS, "attention projections to adapt (suffix match)")
-    init_seed: int | None = _f(None, "seed of the adapter's random init (ether / ether_plus); default: --seed")
-    lora_rank: int = _f(4, "LoRA rank (method=lora)")
-    lora_alpha: float | None = _f(None, "LoRA alpha; default: lora_rank (scale 1)")
-    attention: Literal["sdpa", "xformers"] = _f("sdpa", "attention kernel: PyTorch SDPA, or xformers when installed")
+    method: Literal["ether", "ether_plus", "oft", "naive", "lora"] = option("ether", "adapter: " + ", ".join(ADAPTER_METHODS))
+    n_blocks: int = option(4, "diagonal blocks per transform (ether, ether_plus, oft, naive)")
+    target_modules: tuple[str, ...] = option(PROJECTIONS, "attention projections to adapt (suffix match)")
+    init_seed: int | None = option(None, "seed of the adapter's random init (ether / ether_plus); default: --seed")
+    lora_rank: int = option(4, "LoRA rank (method=lora)")
+    lora_alpha: float | None = option(None, "LoRA alpha; default: lora_rank (scale 1)")
+    attention: Literal["sdpa", "xformers"] = option("sdpa", "attention kernel: PyTorch SDPA, or xformers when installed")
     # ---- output and logging
-    output_dir: str = _f("runs/dreambooth", "where the adapter, config, checkpoints, logs and validation images go")
-    logging_dir: str = _f("logs", "tracker folder, relative to output_dir")
-    report_to: Literal["tensorboard", "wandb", "all", "none"] = _f(
+    output_dir: str = option("runs/dreambooth", "where the adapter, config, checkpoints, logs and validation images go")
+    logging_dir: str = option("logs", "tracker folder, relative to output_dir")
+    report_to: Literal["tensorboard", "wandb", "all", "none"] = option(
         "tensorboard", "trackers: tensorboard, wandb, all (every installed one) or none")
-    tracker_project_name: str = _f("ether-diffusion", "project name in the trackers")
+    tracker_project_name: str = option("ether-diffusion", "project name in the trackers")
     # ---- optimisation
-    learning_rate: float = _f(1e-3, "initial learning rate (after warm-up), before scale_lr")
-    scale_lr: bool = _f(False, "multiply the learning rate by processes x batch size x accumulation steps")
+    learning_rate: float = option(1e-3, "initial learning rate (after warm-up), before scale_lr")
+    scale_lr: bool = option(False, "multiply the learning rate by processes x batch size x accumulation steps")
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
-                          "polynomial"] = _f("constant", "diffusers.optimization scheduler")
-    lr_warmup_steps: int = _f(0, "warm-up steps of the scheduler")
-    lr_num_cycles: int = _f(1, "restarts of cosine_with_restarts")
-    lr_power: float = _f(1.0, "power of the polynomial scheduler")
-    adam_beta1: float = _f(0.9, "AdamW beta1")
-    adam_beta2: float = _f(0.999, "AdamW beta2")
-    adam_weight_decay: float = _f(1e-2, "AdamW weight decay")
-    adam_epsilon: float = _f(1e-8, "AdamW epsilon")
-    use_8bit_adam: bool = _f(False, "bitsandbytes 8-bit AdamW (pip install bitsandbytes; CUDA only)")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 turns clipping off)")
+                          "polynomial"] = option("constant", "diffusers.optimization scheduler")
+    lr_warmup_steps: int = option(0, "warm-up steps of the scheduler")
+    lr_num_cycles: int = option(1, "restarts of cosine_with_restarts")
+    lr_power: float = option(1.0, "power of the polynomial scheduler")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.999, "AdamW beta2")
+    adam_weight_decay: float = option(1e-2, "AdamW weight decay")
+    adam_epsilon: float = option(1e-8, "AdamW epsilon")
+    use_8bit_adam: bool = option(False, "bitsandbytes 8-bit AdamW (pip install bitsandbytes; CUDA only)")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0 turns clipping off)")
     # ---- loop
-    train_batch_size: int = _f(1, "batch size per device (prior preservation doubles it with class images)")
-    max_train_steps: int | None = _f(None, "optimiser steps; overrides num_train_epochs when set")
-    num_train_epochs: int = _f(1, "epochs, when max_train_steps is not set")
-    gradient_accumulation_steps: int = _f(1, "batches accumulated per optimiser step")
-    gradient_checkpointing: bool = _f(False, "recompute UNet activations in the backward pass (saves memory)")
-    mixed_precision: Literal["no", "fp16", "bf16"] | None = _f(
+    train_batch_size: int = option(1, "batch size per device (prior preservation doubles it with class images)")
+    max_train_steps: int | None = option(None, "optimiser steps; overrides num_train_epochs when set")
+    num_train_epochs: int = option(1, "epochs, when max_train_steps is not set")
+    gradient_accumulation_steps: int = option(1, "batches accumulated per optimiser step")
+    gradient_checkpointing: bool = option(False, "recompute UNet activations in the backward pass (saves memory)")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = option(
         None, "frozen weights in fp16/bf16 (adapter parameters stay fp32); default: accelerate's config")
-    allow_tf32: bool = _f(False, "TF32 matmuls on Ampere+ GPUs")
-    seed: int | None = _f(None, "seed of data order, noise and validation images; a fixed seed makes a run "
+    allow_tf32: bool = option(False, "TF32 matmuls on Ampere+ GPUs")
+    seed: int | None = option(None, "seed of data order, noise and validation images; a fixed seed makes a run "
                                 "(and its resume) reproducible")
-    dataloader_num_workers: int = _f(0, "data-loading worker processes")
+    dataloader_num_workers: int = option(0, "data-loading worker processes")
     # ---- validation
-    validation_prompt: str | None = _f(None, "prompt of the validation images; none turns validation off")
-    num_validation_images: int = _f(4, "validation images per validation")
-    validation_steps: int = _f(100, "validate every N optimiser steps (and at the end)")
-    validation_inference_steps: int = _f(25, "sampler steps of the validation images")
-    validation_guidance_scale: float = _f(7.5, "classifier-free guidance of the validation images")
+    validation_prompt: str | None = option(None, "prompt of the validation images; none turns validation off")
+    num_validation_images: int = option(4, "validation images per validation")
+    validation_steps: int = option(100, "validate every N optimiser steps (and at the end)")
+    validation_inference_steps: int = option(25, "sampler steps of the validation images")
+    validation_guidance_scale: float = option(7.5, "classifier-free guidance of the validation images")
     # ---- checkpoints
-    checkpointing_steps: int = _f(500, "save a resumable checkpoint every N optimiser steps")
-    checkpoints_total_limit: int | None = _f(None, "keep at most this many checkpoints (oldest deleted)")
-    resume_from_checkpoint: str | None = _f(None, "'latest' (last complete checkpoint in output_dir, or a fresh "
+    checkpointing_steps: int = option(500, "save a resumable checkpoint every N optimiser steps")
+    checkpoints_total_limit: int | None = option(None, "keep at most this many checkpoints (oldest deleted)")
+    resume_from_checkpoint: str | None = option(None, "'latest' (last complete checkpoint in output_dir, or a fresh "
                                                   "start if none) or a checkpoint folder")
 
     def __post_init__(self) -> None:

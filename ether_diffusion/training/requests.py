@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePath
 
-from ..config import ConfigError
+from ..typed_config import ConfigError
 from ..multi import NONE
 
 RESERVED = ("path", "method")

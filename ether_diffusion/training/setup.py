@@ -10,7 +10,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from .checkpoint import register_trainable_state_hooks
-from .config import save_config
+from ..typed_config import save_config
 from .loop import StepPlan, plan_steps
 from .optim import build_lr_scheduler
 

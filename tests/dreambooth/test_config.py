@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ether_diffusion.config import ConfigError
-from ether_diffusion.training.config import load_config, parse_config, save_config
+from ether_diffusion.typed_config import ConfigError
+from ether_diffusion.typed_config import load_config, parse_config, save_config
 from ether_diffusion.training.dreambooth import DreamBoothConfig
 from ether_diffusion.training.generation import GenerateConfig
 from ether_diffusion.training.options import ADAPTER_METHODS

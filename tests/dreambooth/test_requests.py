@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ether_diffusion.config import ConfigError
+from ether_diffusion.typed_config import ConfigError
 from ether_diffusion.training.generation import GenerateConfig, generate
 from ether_diffusion.training.manifest import read_rows
 from ether_diffusion.training.requests import adapter_labels, read_requests

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from eval.cli import parse_args
-from eval.config import DreamBoothEvalConfig, S2IEvalConfig, config_from_dict
+from ether_diffusion.typed_config import ConfigError
+from ether_diffusion.typed_config import config_from_dict, load_config
+from eval.cli import main, parse_args
+from eval.config import DreamBoothEvalConfig, S2IEvalConfig
 from eval.errors import EvalInputError
 from eval.manifest import read_manifest
 
@@ -66,36 +68,53 @@ def test_configs_validate_early(tmp_path):
         DreamBoothEvalConfig(generated=str(tmp_path), real=str(DREAMBOOTH), metrics=("dino", "fid"))
     with pytest.raises(EvalInputError, match="score_at"):
         S2IEvalConfig(generated=str(tmp_path), ade_root=str(ADE20K), score_at="middle")
-    with pytest.raises(EvalInputError, match="unknown keys \\['lpips_sise'\\]"):
+    with pytest.raises(ConfigError, match="unknown config key 'lpips_sise'; did you mean 'lpips_size'"):
         config_from_dict(DreamBoothEvalConfig, {"lpips_sise": 3})
-    with pytest.raises(EvalInputError, match="'batch_size' must be"):
+    with pytest.raises(ConfigError, match="batch_size must be an integer"):
         config_from_dict(DreamBoothEvalConfig, {"batch_size": "8"})
+    with pytest.raises(ConfigError, match="batch_size must be an integer"):  # the Python API is checked too
+        DreamBoothEvalConfig(generated=str(tmp_path), real=str(DREAMBOOTH), batch_size="8")
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    for argv, message in ((["dreambooth", "--generated", str(tmp_path), "--lpips_sise", "3"], "unrecognized"),
+                          (["dreambooth", "--generated", str(tmp_path), "--real", str(DREAMBOOTH), "--batch-size",
+                            "x"], "--batch_size must be an integer"),
+                          (["dreambooth", "--generated", str(tmp_path / "nope"), "--real", str(DREAMBOOTH)],
+                           "--generated DIR"),
+                          (["segment"], "unknown command 'segment'")):
+        try:
+            code = main(argv)  # bad values: main returns 2
+        except SystemExit as ex:  # argparse (unknown flag) and unknown commands exit
+            code = ex.code
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "\n" not in err and message in err, err
 
 
 def test_cli_flags_override_yaml_which_overrides_defaults(tmp_path):
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text(f"real: {DREAMBOOTH}\nbatch_size: 4\nlpips_size: 256\nmetrics: [dino, lpips]\n")
     command, cfg = parse_args(["dreambooth", "--config", str(yaml_file), "--generated", str(tmp_path),
-                               "--batch-size", "2", "--random-init", "--no-real-self-pairs"])
+                               "--batch-size", "2", "--random-init", "--no-real-self-pairs", "--lpips_size", "128"])
     assert command == "dreambooth" and isinstance(cfg, DreamBoothEvalConfig)
-    assert (cfg.batch_size, cfg.lpips_size, cfg.metrics) == (2, 256, ("dino", "lpips"))
+    assert (cfg.batch_size, cfg.lpips_size, cfg.metrics) == (2, 128, ("dino", "lpips"))
     assert cfg.random_init and not cfg.real_self_pairs and cfg.dino == "facebook/dino-vits16"
 
 
 def test_shipped_yaml_configs_load(tmp_path):
     from pathlib import Path
 
-    from eval.config import FIDEvalConfig, load_yaml
+    from eval.config import FIDEvalConfig
 
     root = Path(__file__).resolve().parents[2] / "configs" / "eval"
     paths = {"generated": str(tmp_path), "real": str(DREAMBOOTH), "ade_root": str(ADE20K), "reference": str(tmp_path)}
+    loaded = {}
     for name, cls in (("dreambooth", DreamBoothEvalConfig), ("s2i", S2IEvalConfig), ("fid", FIDEvalConfig)):
-        values = load_yaml(root / f"{name}.yaml")
         keep = {k: v for k, v in paths.items() if k in {f for f in cls.__dataclass_fields__}}
-        cfg = config_from_dict(cls, {**values, **keep}, source=name)
-        assert cfg.random_init is False
-    assert load_yaml(root / "dreambooth.yaml")["dino"] == "facebook/dino-vits16"
-    assert load_yaml(root / "s2i.yaml")["segmenter"] == "nvidia/segformer-b4-finetuned-ade-512-512"
+        loaded[name] = load_config(cls, root / f"{name}.yaml", **keep)
+        assert loaded[name].random_init is False
+    assert loaded["dreambooth"].dino == "facebook/dino-vits16"
+    assert loaded["s2i"].segmenter == "nvidia/segformer-b4-finetuned-ade-512-512"
 
 
 def test_public_api_names_resolve():
@@ -104,3 +123,13 @@ def test_public_api_names_resolve():
     assert all(callable(getattr(eval, name)) for name in eval.__all__)
     with pytest.raises(AttributeError):
         eval.not_a_name  # noqa: B018
+
+
+def test_cli_imports_no_torch():
+    """`python -m eval --help` answers at once: the CLI and the shared config loader do not import torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, eval.cli, ether_diffusion.typed_config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ether_diffusion.config import ConfigError
+from ether_diffusion.typed_config import ConfigError
 from ether_diffusion.models.control import (ControlEncoder, ControlEncoderConfig, ControlledUNet,
                                             load_control_encoder, save_control_encoder)
 from ether_diffusion.models.tiny import tiny_pipeline

@@ -18,7 +18,7 @@ from ether_diffusion.s2i.model import build_s2i_model, load_s2i_model, save_s2i_
 from ether_diffusion.s2i.sampling import sample_from_maps
 from ether_diffusion.s2i.train import CONFIG_FILE, train_s2i
 from ether_diffusion.training.adapters import save_adapter
-from ether_diffusion.training.config import load_config
+from ether_diffusion.typed_config import load_config
 
 from .conftest import tiny_config
 

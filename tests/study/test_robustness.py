@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import robustness_study  # noqa: E402
 
-from ether_diffusion.config import ConfigError  # noqa: E402
+from ether_diffusion.typed_config import ConfigError  # noqa: E402
 
 
 def test_study_on_tiny(tmp_path):

@@ -1,6 +1,6 @@
-"""One config system for every script: a typed dataclass, filled from defaults < YAML file < command line.
+"""One config system for every script and the eval CLI: a typed dataclass, filled from defaults < YAML < flags.
 
-Generic over the dataclass, so each training script only declares its fields::
+Generic over the dataclass, so each script only declares its fields (with ``option(default, help)``)::
 
     cfg = parse_config(DreamBoothConfig, argv)          # --config file.yaml --learning_rate 1e-4 ...
     cfg = load_config(DreamBoothConfig, "file.yaml", learning_rate=1e-4)   # the same from Python
@@ -8,7 +8,9 @@ Generic over the dataclass, so each training script only declares its fields::
 
 Supported field types: bool, int, float, str, ``X | None``, ``tuple[str, ...]`` (or of int/float) and
 ``Literal[...]``. An unknown key or a value of the wrong type is one `ConfigError` line naming the key; dataclasses
-call `check_fields(self)` in ``__post_init__`` so the Python API is validated the same way.
+call `check_fields(self)` in ``__post_init__`` so the Python API is validated the same way. On the command line
+every field is ``--name`` (or ``--name-with-dashes``); a bool also takes ``--name``, ``--name false`` and
+``--no-name``.
 """
 
 from __future__ import annotations
@@ -19,16 +21,24 @@ import difflib
 import re
 import types
 import typing
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from ..config import ConfigError
-
 _NONE_WORDS = ("none", "null", "~")
 _TRUE_WORDS = ("true", "yes", "1", "on")
 _FALSE_WORDS = ("false", "no", "0", "off")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or of the wrong type."""
+
+
+def option(default: Any, help: str) -> Any:
+    """A config field: its default and the one-line help that ``--help`` shows."""
+    return field(default=default, metadata={"help": help})
 
 
 # ------------------------------------------------------------------ types
@@ -203,30 +213,41 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
+def build_parser(cls: type, description: str | None = None, prog: str | None = None) -> argparse.ArgumentParser:
     """``--config FILE`` plus one ``--<field>`` per dataclass field (help from the field's metadata)."""
-    parser = _OneLineParser(description=description or (cls.__doc__ or "").strip().splitlines()[0],
-                                     allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _OneLineParser(prog=prog, description=description or (cls.__doc__ or "").strip().splitlines()[0],
+                            allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default=None, help="YAML file of config values; command-line flags override it")
     hints = _hints(cls)
     for f in dataclasses.fields(cls):
         base, _ = _unwrap_optional(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
-        kw: dict[str, Any] = dict(default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} "
+        kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} "
                                   f"[{_type_name(hints[f.name])}; default: {default!r}]")
         if typing.get_origin(base) is tuple:
             kw["nargs"] = "+"
         elif base is bool:
             kw["nargs"] = "?"
             kw["const"] = "true"
-        parser.add_argument(f"--{f.name}", **kw)
+        parser.add_argument(*_flags(f.name), **kw)
+        if base is bool:
+            parser.add_argument(*_flags(f.name, "no-"), dest=f.name, action="store_const", const="false",
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
-def parse_config(cls: type, argv: list[str] | None = None, description: str | None = None) -> Any:
+def _flags(name: str, prefix: str = "") -> list[str]:
+    """``--prefix+name``, and its dashed spelling when the name has underscores."""
+    flags = [f"--{prefix}{name}"]
+    if "_" in name:
+        flags.append(f"--{prefix}{name.replace('_', '-')}")
+    return flags
+
+
+def parse_config(cls: type, argv: list[str] | None = None, description: str | None = None,
+                 prog: str | None = None) -> Any:
     """Parse ``argv`` (default: sys.argv) into ``cls``: defaults < ``--config`` YAML < flags."""
-    parser = build_parser(cls, description)
+    parser = build_parser(cls, description, prog)
     ns = vars(parser.parse_args(argv))
     path = ns.pop("config")
     hints = _hints(cls)
