@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py --batch 4                          # eager, every method, + inference column
     python benchmarks/train_step.py --batch 4 --mode compile --no-inference
+    python benchmarks/train_step.py --batch 4 --mode graph --no-inference  # whole step in one CUDA graph
     python benchmarks/train_step.py --unet tiny --device cpu --batch 1 --steps 2 --repeats 1   # smoke run
     python benchmarks/train_step.py --report                           # rebuild results/train_step.md from JSONs
 
@@ -12,6 +13,10 @@ no trainable parameter (no adapter can be cheaper). Methods are interleaved in b
 repeated ``--repeats`` times; the median over all timed steps is quoted, with its ratio to the floor of the same run.
 Peak memory: the step's peak allocation above what was resident before it, plus this model's own parameters and
 optimiser state (what a process holding only this model would peak at).
+
+``--mode graph`` captures each method's whole step (zero_grad, forward, backward, AdamW with ``capturable=True``)
+in one CUDA graph and replays it: no host work per step, so the ratios show what each adapter costs the GPU. A
+method whose step cannot be captured is reported with its error and left out.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--unet", choices=["sd15", "tiny"], default="sd15")
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch", type=int, nargs="+", default=[4])
-    p.add_argument("--mode", choices=["eager", "compile"], default="eager")
+    p.add_argument("--mode", choices=["eager", "compile", "graph"], default="eager")
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
                    help="floor | METHOD:N_BLOCKS[@IMPL] (ours; IMPL one of kernels.IMPLS) | peft_lora | peft_oft | "
                         "peft_hra")
@@ -99,15 +104,18 @@ def measure(args, base, batch: int, device, on_partial=None) -> dict:
     t = torch.randint(0, 1000, (batch,), device=device, generator=gen)
     amp = torch.autocast(device.type, dtype=torch.bfloat16)
 
+    graph = args.mode == "graph"
+    if graph:  # the autocast cache must not outlive a captured region
+        amp = torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
     runs = {}
     for name in args.methods:
         unet = copy.deepcopy(base)
         params = add_method(unet, name)
-        opt = torch.optim.AdamW(params, lr=1e-5) if params else None
+        opt = torch.optim.AdamW(params, lr=1e-5, **({"capturable": True} if graph else {})) if params else None
         fwd = torch.compile(unet) if args.mode == "compile" else unet
         x = latents.clone().requires_grad_()
 
-        def step(fwd=fwd, opt=opt, x=x):
+        def step(fwd=fwd, opt=opt, x=x, amp=amp):
             if opt is not None:
                 opt.zero_grad(set_to_none=True)
             x.grad = None
@@ -117,6 +125,14 @@ def measure(args, base, batch: int, device, on_partial=None) -> dict:
             if opt is not None:
                 opt.step()
 
+        if graph:
+            try:
+                step = capture(step, device)
+            except Exception as e:  # noqa: BLE001 - report and go on with the other methods
+                print(f"  {name}: cannot be captured in a CUDA graph: {type(e).__name__}: {e}"[:400], flush=True)
+                del unet, params, opt
+                torch.cuda.empty_cache()
+                continue
         runs[name] = dict(unet=unet, step=step, params=params, opt=opt, times=[])
 
     for name, r in runs.items():  # warm-up (and compilation), then one step alone for the memory peak
@@ -128,7 +144,7 @@ def measure(args, base, batch: int, device, on_partial=None) -> dict:
         for _ in range(args.warmup - 1):
             r["step"]()
         sync(device)
-        if device.type == "cuda":
+        if device.type == "cuda" and not graph:
             state = [v for s in (r["opt"].state.values() if r["opt"] else []) for v in s.values()
                      if torch.is_tensor(v)]
             before = torch.cuda.memory_allocated(device)
@@ -155,6 +171,21 @@ def measure(args, base, batch: int, device, on_partial=None) -> dict:
     if args.inference:
         result["inference"] = inference(args, base, runs, latents, t, text, amp, device)
     return result
+
+
+def capture(step, device):
+    """``step`` captured in one CUDA graph (after a warm-up on a side stream, as torch.cuda.graph requires);
+    returns the replay."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        step()
+    return g.replay
 
 
 def summarise(runs: dict) -> dict:
