@@ -143,13 +143,24 @@ def generate(cfg: GenerateConfig) -> Path:
              "num_inference_steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale}
             for i, p in enumerate(prompts) for j in range(n)]
 
+    render = renderer(pipe, cfg, size, per_sample_adapters=False)
+    return render_rows(state, rows, out, cfg.batch_size, cfg.skip_existing, f"generate {method}", render)
+
+
+def renderer(pipe, cfg: GenerateConfig, size: int, per_sample_adapters: bool) -> Callable[[list[dict]], list]:
+    """``render(rows) -> PIL images``: one pipeline call for a batch of manifest rows, each with its own seed (and,
+    with ``per_sample_adapters``, its own ``adapter_name``)."""
+
     def render(batch: list[dict]) -> list:
         generators = [torch.Generator("cpu").manual_seed(r["seed"]) for r in batch]
+        kwargs = ({"cross_attention_kwargs": {"ether_adapters": [r["adapter_name"] for r in batch]}}
+                  if per_sample_adapters else {})
         with torch.no_grad():
             return pipe([r["prompt"] for r in batch], generator=generators, height=size, width=size,
-                        num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale).images
+                        num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
+                        **kwargs).images
 
-    return render_rows(state, rows, out, cfg.batch_size, cfg.skip_existing, f"generate {method}", render)
+    return render
 
 
 def generate_requests(cfg: GenerateConfig, state: PartialState) -> Path:
@@ -182,14 +193,7 @@ def generate_requests(cfg: GenerateConfig, state: PartialState) -> Path:
                   "num_inference_steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale}
                  for j in range(n)]
 
-    def render(batch: list[dict]) -> list:
-        generators = [torch.Generator("cpu").manual_seed(r["seed"]) for r in batch]
-        kwargs = {"cross_attention_kwargs": {"ether_adapters": [r["adapter_name"] for r in batch]}} if folders else {}
-        with torch.no_grad():
-            return pipe([r["prompt"] for r in batch], generator=generators, height=size, width=size,
-                        num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
-                        **kwargs).images
-
+    render = renderer(pipe, cfg, size, per_sample_adapters=bool(folders))
     return render_rows(state, rows, out=Path(cfg.output_dir), batch_size=cfg.batch_size,
                        skip_existing=cfg.skip_existing, desc="generate mixed", render=render)
 
