@@ -74,6 +74,13 @@ def fold_per_adapter(weight: torch.Tensor, method: str, p_in: dict[str, torch.Te
     return w.to(weight.dtype)
 
 
+def stack_params(per: list[tuple[dict, dict | None]]) -> tuple[dict, dict | None]:
+    """[(p_in, p_out)] of several adapters -> (p_in, p_out) with each tensor stacked on a new leading dimension."""
+    p_in = {k: torch.stack([pi[k] for pi, _ in per]) for k in per[0][0]}
+    p_out = None if per[0][1] is None else {k: torch.stack([po[k] for _, po in per]) for k in per[0][1]}
+    return p_in, p_out
+
+
 def adapted_linear_per_sample(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, method: str,
                               p_in: dict, p_out: dict | None, active: torch.Tensor) -> torch.Tensor:
     """``y_i = H̃_i W H_i x_i + b`` for each sample i with ``active[i]``, ``W x_i + b`` otherwise. x (B, N, d)."""
@@ -110,52 +117,54 @@ class PerSampleProjector:
         self.lookup = [fallback if n == NONE else n for n in self.names]
         self.active = None
 
-    def _stack(self, projection: str):
-        adapters = {n: self.proc.adapter(projection, n) for n in set(self.lookup)}
-        if any(a is None for a in adapters.values()):
-            return None, None
-        # at inference the stacked parameters are the same every sampling step: keep them until a value changes
-        cacheable = not torch.is_grad_enabled()
-        key = (tuple(self.lookup), projection)
-        versions = tuple((p._version, p.device) for a in adapters.values() for p in a.parameters())
-        cache = self.proc.__dict__.setdefault("_per_sample_cache", {})
-        if cacheable and key in cache and cache[key][0] == versions:
-            return cache[key][1]
-        per = [adapters[n].params() for n in self.lookup]
-        p_in = {k: torch.stack([pi[k] for pi, _ in per]) for k in per[0][0]}  # (B, ...)
-        p_out = None if per[0][1] is None else {k: torch.stack([po[k] for _, po in per]) for k in per[0][1]}
-        if cacheable:
-            if len(cache) > 256:
-                cache.clear()
-            cache[key] = (versions, (p_in, p_out))
-        return p_in, p_out
+    def _cached(self, store: str, projection: str, key: tuple, adapters: tuple, tensors: list, build):
+        """``build()`` once for (projection, key), kept in ``proc.<store>`` while ``adapters`` are the same modules
+        and neither their parameters nor ``tensors`` changed (``_version``, storage).
 
-    def _folded(self, projection: str, linear: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
-        """(B, f, d): sample i's weight ``H̃ W H`` (``W`` for "none"), cached while nothing it depends on changes.
-
-        The check on a hit is cheap (identity of the adapter modules, ``_version`` and storage of the tensors): a
-        sampling step makes ~100 such calls and is otherwise bound by the host.
+        The check on a hit is cheap: a sampling step makes ~100 such calls and is otherwise bound by the host.
         """
-        used = tuple(sorted(set(self.names) - {NONE}))
-        adapters = tuple(self.proc.adapter(projection, n) for n in used)
-        key = (tuple(self.names), dtype, linear.weight.device)
-        cache = self.proc.__dict__.setdefault("_mixed_fold_cache", {})
+        cache = self.proc.__dict__.setdefault(store, {})
         hit = cache.get(projection)
         if (hit is not None and hit[0] == key and all(a is b for a, b in zip(hit[1], adapters))
                 and all(t._version == v and t.data_ptr() == ptr for t, v, ptr in hit[2])):
             return hit[3]
-        cache.pop(projection, None)  # free the previous stack before building the next
-        per = [a.params() for a in adapters]
-        p_in = {k: torch.stack([pi[k] for pi, _ in per]) for k in per[0][0]} if per else {}  # (U, ...)
-        p_out = None if not per or per[0][1] is None else {k: torch.stack([po[k] for _, po in per]) for k in per[0][1]}
-        folded = fold_per_adapter(linear.weight, self.proc.method, p_in, p_out) if per else linear.weight[None][:0]
-        options = torch.cat([folded.to(dtype), linear.weight.to(dtype)[None]])  # (U + 1, f, d): the last is "none"
-        slot = {n: i for i, n in enumerate(used)}
-        index = torch.tensor([slot.get(n, len(used)) for n in self.names], device=options.device)
-        stack = options.index_select(0, index)  # (B, f, d)
-        tensors = [t for a in adapters for t in a.parameters()] + [linear.weight]
-        cache[projection] = (key, adapters, [(t, t._version, t.data_ptr()) for t in tensors], stack)
-        return stack
+        cache.pop(projection, None)  # free the previous value before building the next
+        value = build()
+        watched = [t for a in adapters for t in a.parameters()] + list(tensors)
+        cache[projection] = (key, adapters, [(t, t._version, t.data_ptr()) for t in watched], value)
+        return value
+
+    def _stack(self, projection: str) -> tuple[dict, dict | None]:
+        """The activation form's parameters, stacked per sample (B, ...); kept across calls at inference."""
+        adapters = {n: self.proc.adapter(projection, n) for n in set(self.lookup)}
+
+        def build():
+            return stack_params([adapters[n].params() for n in self.lookup])
+
+        if torch.is_grad_enabled():  # a new graph every call
+            return build()
+        used = tuple(sorted(adapters))
+        return self._cached("_per_sample_cache", projection, tuple(self.lookup),
+                            tuple(adapters[n] for n in used), [], build)
+
+    def _folded(self, projection: str, linear: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
+        """(B, f, d): sample i's weight ``H̃ W H`` (``W`` for "none"), kept while nothing it depends on changes."""
+        used = tuple(sorted(set(self.names) - {NONE}))
+        adapters = tuple(self.proc.adapter(projection, n) for n in used)
+
+        def build():
+            if adapters:
+                folded = fold_per_adapter(linear.weight, self.proc.method,
+                                          *stack_params([a.params() for a in adapters]))  # (U, f, d)
+            else:
+                folded = linear.weight[None][:0]
+            options = torch.cat([folded.to(dtype), linear.weight.to(dtype)[None]])  # (U + 1, f, d): last = "none"
+            slot = {n: i for i, n in enumerate(used)}
+            index = torch.tensor([slot.get(n, len(used)) for n in self.names], device=options.device)
+            return options.index_select(0, index)  # (B, f, d)
+
+        key = (tuple(self.names), dtype, linear.weight.device)
+        return self._cached("_mixed_fold_cache", projection, key, adapters, [linear.weight], build)
 
     def __call__(self, attn: nn.Module, projection: str, x: torch.Tensor) -> torch.Tensor:
         from .processor import get_projection
