@@ -114,13 +114,18 @@ INTERPRETED = textwrap.dedent("""
 """)
 
 
-def test_triton_kernels_under_the_cpu_interpreter():
+def run_interpreted(code: str) -> None:
+    """Run ``code`` (which prints "ok") in a fresh process under triton's CPU interpreter."""
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out = subprocess.run([sys.executable, "-c", INTERPRETED], env=env, cwd=root, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_triton_kernels_under_the_cpu_interpreter():
+    run_interpreted(INTERPRETED)
 
 
 STEP_FOLD = textwrap.dedent("""
@@ -160,9 +165,4 @@ STEP_FOLD = textwrap.dedent("""
 def test_step_fold_kernels_under_the_cpu_interpreter():
     """One launch folds every layer (different shapes, strides): outputs and parameter gradients equal
     ``functional.fold_weight`` through autograd."""
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out = subprocess.run([sys.executable, "-c", STEP_FOLD], env=env, cwd=root, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    run_interpreted(STEP_FOLD)
