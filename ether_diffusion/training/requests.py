@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePath
 
-from ..typed_config import ConfigError
 from ..multi import NONE
+from ..typed_config import ConfigError
 
-RESERVED = ("path", "method")
+# written by the generator for every row (``seed`` is the one a request may set)
+RESERVED = ("path", "method", "adapter_name", "base_model", "num_inference_steps", "guidance_scale")
 
 
 def read_requests(path: str | Path) -> list[dict]:

@@ -50,6 +50,9 @@ def test_requests_file_errors(tmp_path):
     bad.write_text('{"prompt": "a", "path": "x.png"}\n')
     with pytest.raises(ConfigError, match="written by the generator"):
         read_requests(bad)
+    bad.write_text('{"prompt": "a", "adapter_name": "dog"}\n')
+    with pytest.raises(ConfigError, match=r"\['adapter_name'\] are written by the generator"):
+        read_requests(bad)
     bad.write_text("{nope\n")
     with pytest.raises(ConfigError, match="bad.jsonl:1: not JSON"):
         read_requests(bad)
