@@ -149,7 +149,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found; pass --config with a YAML file, "
-                          "e.g. configs/dreambooth/ether.yaml")
+                          "e.g. one under configs/")
     try:
         data = yaml.load(path.read_text(), Loader=_Loader)
     except yaml.YAMLError as e:

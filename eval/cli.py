@@ -9,8 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, Sequence
 
-from ether_diffusion.typed_config import ConfigError
-from ether_diffusion.typed_config import parse_config
+from ether_diffusion.typed_config import ConfigError, parse_config
 from eval.config import DreamBoothEvalConfig, FIDEvalConfig, S2IEvalConfig
 from eval.errors import EvalInputError, ModelNotAvailableError
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..typed_config import ConfigError
 from ..models.control import HINT_CHANNELS
 from ..training.options import SD15_ID, TrainConfig
-from ..typed_config import check_fields, option
+from ..typed_config import ConfigError, check_fields, option
 
 S2I_METHODS = ("ether", "ether_plus", "oft", "naive", "lora", "none")
 NO_ADAPTER = "none"  # the paper's "encoder only" baseline: the UNet stays frozen, only the control encoder trains

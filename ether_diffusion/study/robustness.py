@@ -17,13 +17,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..typed_config import ConfigError
 from ..data.dreambooth import PROMPTS_FILE, read_prompts_file
 from ..models.tiny import TINY_ID, TINY_RESOLUTION
-from ..typed_config import check_fields, load_config, option
 from ..training.dreambooth import DreamBoothConfig, train_dreambooth
 from ..training.generation import GenerateConfig, generate
 from ..training.options import ADAPTER_METHODS
+from ..typed_config import ConfigError, check_fields, load_config, option
 from .plots import plot_study
 from .weights import adapter_summary, load_base_unet
 

@@ -15,10 +15,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ..typed_config import ConfigError
 from ..data.images import load_rgb, resize_and_crop, scan_images
 from ..models.tiny import TINY_ID, TINY_RESOLUTION
-from ..typed_config import check_fields, load_config, option
+from ..typed_config import ConfigError, check_fields, load_config, option
 from .dreambooth import DreamBoothConfig, train_dreambooth
 from .generation import BASE, GenerateConfig, generate
 

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import torch
 
-from ..typed_config import ConfigError
 from ..data.dreambooth import DreamBoothDataset, collate
 from ..data.images import SkippedImageWarning, scan_images
 from ..models.loading import load_pipeline
+from ..typed_config import ConfigError, option
 from .accelerator import build_accelerator, weight_dtype
 from .adapters import add_adapter_from_config, save_adapter
 from .class_images import ensure_class_images
 from .loop import train_loop
 from .loss import diffusion_loss, encode_latents, encode_prompts
 from .optim import build_optimizer
-from ..typed_config import option
 from .options import TrainConfig
 from .setup import finish_training, freeze_base, prepare_training, training_noise_scheduler
 from .validation import run_validation

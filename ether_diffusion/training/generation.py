@@ -19,13 +19,12 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from ..typed_config import ConfigError
 from ..data.dreambooth import PROMPTS_FILE, eval_prompts
-from ..models.loading import load_pipeline
 from ..io import load_ether
+from ..models.loading import load_pipeline
 from ..multi import NONE
+from ..typed_config import ConfigError, check_fields, option
 from .adapters import LORA, adapter_kind, load_adapter, merge_adapter
-from ..typed_config import check_fields, option
 from .manifest import write_manifest
 from .options import SD15_ID
 from .requests import adapter_labels, read_requests
