@@ -31,6 +31,9 @@ def parse_args(argv=None):
     p.add_argument("--methods", nargs="+", default=["floor", "ether:4", "ether_plus:4", "peft_lora"])
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--match", nargs="+", default=["gmap", "gfinish", "reflect", "unit_backward"])
+    p.add_argument("--top", type=int, default=0,
+                   help="also list the K rows whose GPU time, and the K whose host time, per step grew most against "
+                        "the first method")
     return p.parse_args(argv)
 
 
@@ -49,10 +52,12 @@ def main(args):
     noise, t = torch.randn_like(lat), torch.randint(0, 1000, (B,), device=dev)
     text = torch.randn(B, 77, base.config.cross_attention_dim, device=dev, dtype=torch.bfloat16)
     print(f"{torch.cuda.get_device_name()}, bs {B}: per step  wall ms | GPU-busy ms | launches | adapter kernels ms")
+    per_kernel = {}  # method -> {kernel name: (launches, GPU ms) per step}
+    per_op = {}  # method -> {op name: (calls, host ms of its own) per step}
     for name in args.methods:
         unet = copy.deepcopy(base)
         params = add_method(unet, name)
-        opt = torch.optim.AdamW(params, lr=1e-5) if params else None
+        opt = torch.optim.AdamW(params, lr=1e-5, fused=True) if params else None
         x = lat.clone().requires_grad_()
 
         def step(opt=opt, unet=unet, x=x):
@@ -79,8 +84,27 @@ def main(args):
         launches = sum(r[1] for r in rows) // args.steps
         mine = sum(r[2] for r in rows if any(m in r[0] for m in args.match)) / 1000 / args.steps
         print(f"{name:>14}: {wall:8.1f} | {busy:8.1f} | {launches:6d} | {mine:6.2f}", flush=True)
+        per_kernel[name] = {r[0]: (r[1] / args.steps, r[2] / 1000 / args.steps) for r in rows}
+        per_op[name] = {e.key: (e.count / args.steps, e.self_cpu_time_total / 1000 / args.steps)
+                        for e in prof.key_averages()}
         del unet, opt, params
         torch.cuda.empty_cache()
+    if args.top:
+        print_growth(per_kernel, args.methods, args.top, "GPU")
+        print_growth(per_op, args.methods, args.top, "host")
+
+
+def print_growth(per_kernel: dict, methods: list[str], k: int, what: str) -> None:
+    """For each method after the first: the k rows whose ms per step grew most against the first method."""
+    ref = per_kernel[methods[0]]
+    for name in methods[1:]:
+        rows = per_kernel[name]
+        keys = set(rows) | set(ref)
+        grow = sorted(keys, key=lambda n: ref.get(n, (0, 0))[1] - rows.get(n, (0, 0))[1])[:k]
+        print(f"\n{name} against {methods[0]}, {what} time: name | calls per step (ref) | ms per step (ref) | growth")
+        for n in grow:
+            (c, ms), (c0, ms0) = rows.get(n, (0, 0.0)), ref.get(n, (0, 0.0))
+            print(f"  {n[:90]:<90} | {c:6.0f} ({c0:6.0f}) | {ms:7.3f} ({ms0:7.3f}) | {ms - ms0:+7.3f}")
 
 
 if __name__ == "__main__":

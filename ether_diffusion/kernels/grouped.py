@@ -26,8 +26,7 @@ import triton.language as tl
 
 from .triton_reflect import EPS
 
-RT = 32  # rows (of W, or columns for the output side) per work item
-NCOL = 12  # int64 columns of a work table row: x_off sxm sxk f_off fsm fsk u_off v_off M b c0 r0
+NCOL = 11  # int64 columns of a work table row: x_off x_ld x_st y_off y_ld u_off v_off M b c0 r0
 
 
 @triton.jit
@@ -37,69 +36,140 @@ def _unit(PRM, off, ib, cm, eps):
 
 
 @triton.jit
-def _gmap_kernel(X, Y, PRM, TAB, su, sv, eps, HAS_V: tl.constexpr, BM: tl.constexpr, BB: tl.constexpr,
-                 RT: tl.constexpr, NCOL: tl.constexpr):
-    # y = x + su (x·û) û + sv (x·v̂) v̂ on rows r0..r0+RT of one block of one layer
-    row = TAB + tl.program_id(0) * NCOL
-    x_off, sxm, sxk = tl.load(row + 0), tl.load(row + 1), tl.load(row + 2)
-    y_off, sym, syk = tl.load(row + 3), tl.load(row + 4), tl.load(row + 5)
-    u_off, v_off = tl.load(row + 6), tl.load(row + 7)
-    M, b, c0, r0 = tl.load(row + 8), tl.load(row + 9), tl.load(row + 10), tl.load(row + 11)
+def _item(TAB, k, NCOL: tl.constexpr, ALIGN: tl.constexpr):
+    # one work-table row; offsets and leading dims carry the alignment the host proved for this launch
+    row = TAB + k * NCOL
+    x_off = tl.multiple_of(tl.load(row + 0), ALIGN)
+    x_ld = tl.multiple_of(tl.load(row + 1), ALIGN)
+    x_st = tl.load(row + 2)
+    y_off = tl.multiple_of(tl.load(row + 3), ALIGN)
+    y_ld = tl.multiple_of(tl.load(row + 4), ALIGN)
+    u_off, v_off = tl.load(row + 5), tl.load(row + 6)
+    M, b = tl.load(row + 7), tl.load(row + 8)
+    c0, r0 = tl.multiple_of(tl.load(row + 9), ALIGN), tl.load(row + 10)
+    return x_off, x_ld, x_st, y_off, y_ld, u_off, v_off, M, b, c0, r0
+
+
+@triton.jit
+def _tile(r0, i, ib, M, b, x_ld, x_st, y_ld, TRANS: tl.constexpr, UNIT: tl.constexpr, ALIGN: tl.constexpr,
+          BM: tl.constexpr):
+    # element offsets of one tile in X's and in Y's layout, and its mask. Not TRANS: (BM vectors, BB elements),
+    # elements contiguous in Y (and in X when UNIT). TRANS: (BB elements, BM vectors), vectors contiguous in both.
+    # Masks on a contiguous axis are written in units of ALIGN so that loads and stores can be vectorised.
+    vec = r0 + i + tl.arange(0, BM)
+    if TRANS:
+        m = (ib < b)[:, None] & ((vec // ALIGN) < (M // ALIGN))[None, :]
+        ox = ib[:, None] * x_ld + vec[None, :]
+        oy = ib[:, None] * y_ld + vec[None, :]
+    else:
+        m = (vec < M)[:, None] & ((ib // ALIGN) < (b // ALIGN))[None, :]
+        oy = vec[:, None] * y_ld + ib[None, :]
+        if UNIT:
+            ox = vec[:, None] * x_ld + ib[None, :]
+        else:
+            ox = vec[:, None] * x_ld + ib[None, :] * x_st
+    return ox, oy, m
+
+
+@triton.jit
+def _dot(x, w, TRANS: tl.constexpr):
+    # x·w for every vector of the tile, broadcast back along its elements
+    if TRANS:
+        r = tl.sum(x * w, axis=0)[None, :]
+    else:
+        r = tl.sum(x * w, axis=1)[:, None]
+    return r
+
+
+@triton.jit
+def _tile_zeros(TRANS: tl.constexpr, BM: tl.constexpr, BB: tl.constexpr):
+    if TRANS:
+        z = tl.zeros((BB, BM), dtype=tl.float32)
+    else:
+        z = tl.zeros((BM, BB), dtype=tl.float32)
+    return z
+
+
+@triton.jit
+def _sum_vectors(t, TRANS: tl.constexpr):
+    # (tile) -> (BB,): summed over the tile's vectors
+    if TRANS:
+        r = tl.sum(t, axis=1)
+    else:
+        r = tl.sum(t, axis=0)
+    return r
+
+
+@triton.jit
+def _start(x_off, y_off, x_ld, x_st, y_ld, c0, uh, vh, TRANS: tl.constexpr):
+    # move the offsets to the block's first element; shape the unit vectors to broadcast along the tile
+    if TRANS:
+        x0 = x_off + c0 * x_ld
+        y0 = y_off + c0 * y_ld
+        u2 = uh[:, None]
+        v2 = vh[:, None]
+    else:
+        x0 = x_off + c0 * x_st
+        y0 = y_off + c0
+        u2 = uh[None, :]
+        v2 = vh[None, :]
+    return x0, y0, u2, v2
+
+
+@triton.jit
+def _gmap_kernel(X, Y, PRM, TAB, su, sv, eps, HAS_V: tl.constexpr, TRANS: tl.constexpr, UNIT: tl.constexpr,
+                 ALIGN: tl.constexpr, BM: tl.constexpr, BB: tl.constexpr, RT: tl.constexpr, NCOL: tl.constexpr):
+    # y = x + su (x·û) û + sv (x·v̂) v̂ on vectors r0..r0+RT of one block of one layer
+    x_off, x_ld, x_st, y_off, y_ld, u_off, v_off, M, b, c0, r0 = _item(TAB, tl.program_id(0), NCOL, ALIGN)
     ib = tl.arange(0, BB)
     cm = ib < b
-    cols = c0 + ib  # (BB,) int64
-    uh = _unit(PRM, u_off, ib, cm, eps)[None, :]
+    uh = _unit(PRM, u_off, ib, cm, eps)
     vh = uh
     if HAS_V:
-        vh = _unit(PRM, v_off, ib, cm, eps)[None, :]
+        vh = _unit(PRM, v_off, ib, cm, eps)
+    x_off, y_off, uh, vh = _start(x_off, y_off, x_ld, x_st, y_ld, c0, uh, vh, TRANS)
     for i in range(0, RT, BM):
-        rows = r0 + i + tl.arange(0, BM)  # (BM,)
-        m = (rows < M)[:, None] & cm[None, :]
-        x = tl.load(X + x_off + rows[:, None] * sxm + cols[None, :] * sxk, mask=m, other=0.0).to(tl.float32)
-        y = x + su * tl.sum(x * uh, axis=1)[:, None] * uh
+        ox, oy, m = _tile(r0, i, ib, M, b, x_ld, x_st, y_ld, TRANS, UNIT, ALIGN, BM)
+        x = tl.load(X + x_off + ox, mask=m, other=0.0).to(tl.float32)
+        y = x + su * _dot(x, uh, TRANS) * uh
         if HAS_V:
-            y += sv * tl.sum(x * vh, axis=1)[:, None] * vh
-        tl.store(Y + y_off + rows[:, None] * sym + cols[None, :] * syk, y.to(Y.dtype.element_ty), mask=m)
+            y += sv * _dot(x, vh, TRANS) * vh
+        tl.store(Y + y_off + oy, y.to(Y.dtype.element_ty), mask=m)
 
 
 @triton.jit
 def _gmap_backward_kernel(G, X, DX, P, PRM, TAB, su, sv, eps, HAS_V: tl.constexpr, WRITE_DX: tl.constexpr,
-                          BM: tl.constexpr, BB: tl.constexpr, RT: tl.constexpr, NCOL: tl.constexpr):
-    # g at the table's "f" offsets (dx too), x at its "x" offsets; P[item] = (su Σ[(x·û)g + (g·û)x], same for v)
+                          TRANS: tl.constexpr, UNIT: tl.constexpr, ALIGN: tl.constexpr, BM: tl.constexpr,
+                          BB: tl.constexpr, RT: tl.constexpr, NCOL: tl.constexpr):
+    # g (and dx) in the table's y layout, x in its x layout; P[item] = (su Σ[(x·û)g + (g·û)x], same for v)
     k = tl.program_id(0)
-    row = TAB + k * NCOL
-    x_off, sxm, sxk = tl.load(row + 0), tl.load(row + 1), tl.load(row + 2)
-    g_off, sgm, sgk = tl.load(row + 3), tl.load(row + 4), tl.load(row + 5)
-    u_off, v_off = tl.load(row + 6), tl.load(row + 7)
-    M, b, c0, r0 = tl.load(row + 8), tl.load(row + 9), tl.load(row + 10), tl.load(row + 11)
+    x_off, x_ld, x_st, g_off, g_ld, u_off, v_off, M, b, c0, r0 = _item(TAB, k, NCOL, ALIGN)
     ib = tl.arange(0, BB)
     cm = ib < b
-    cols = c0 + ib
-    uh = _unit(PRM, u_off, ib, cm, eps)[None, :]
+    uh = _unit(PRM, u_off, ib, cm, eps)
     vh = uh
     if HAS_V:
-        vh = _unit(PRM, v_off, ib, cm, eps)[None, :]
-    acc_u = tl.zeros((BB,), dtype=tl.float32)
-    acc_v = tl.zeros((BB,), dtype=tl.float32)
+        vh = _unit(PRM, v_off, ib, cm, eps)
+    x_off, g_off, uh, vh = _start(x_off, g_off, x_ld, x_st, g_ld, c0, uh, vh, TRANS)
+    # per-lane accumulators, summed over the vectors once at the end (measured faster than a sum per tile)
+    acc_u = _tile_zeros(TRANS, BM, BB)
+    acc_v = _tile_zeros(TRANS, BM, BB)
     for i in range(0, RT, BM):
-        rows = r0 + i + tl.arange(0, BM)
-        m = (rows < M)[:, None] & cm[None, :]
-        g = tl.load(G + g_off + rows[:, None] * sgm + cols[None, :] * sgk, mask=m, other=0.0).to(tl.float32)
-        x = tl.load(X + x_off + rows[:, None] * sxm + cols[None, :] * sxk, mask=m, other=0.0).to(tl.float32)
-        gu = tl.sum(g * uh, axis=1)[:, None]
-        xu = tl.sum(x * uh, axis=1)[:, None]
-        acc_u += tl.sum(xu * g + gu * x, axis=0)
+        ox, og, m = _tile(r0, i, ib, M, b, x_ld, x_st, g_ld, TRANS, UNIT, ALIGN, BM)
+        g = tl.load(G + g_off + og, mask=m, other=0.0).to(tl.float32)
+        x = tl.load(X + x_off + ox, mask=m, other=0.0).to(tl.float32)
+        gu = _dot(g, uh, TRANS)
+        acc_u += _dot(x, uh, TRANS) * g + gu * x
         dx = g + su * gu * uh
         if HAS_V:
-            gv = tl.sum(g * vh, axis=1)[:, None]
-            xv = tl.sum(x * vh, axis=1)[:, None]
-            acc_v += tl.sum(xv * g + gv * x, axis=0)
+            gv = _dot(g, vh, TRANS)
+            acc_v += _dot(x, vh, TRANS) * g + gv * x
             dx += sv * gv * vh
         if WRITE_DX:
-            tl.store(DX + g_off + rows[:, None] * sgm + cols[None, :] * sgk, dx.to(DX.dtype.element_ty), mask=m)
-    tl.store(P + k * 2 * BB + ib, su * acc_u, mask=cm)
+            tl.store(DX + g_off + og, dx.to(DX.dtype.element_ty), mask=m)
+    tl.store(P + k * 2 * BB + ib, su * _sum_vectors(acc_u, TRANS), mask=cm)
     if HAS_V:
-        tl.store(P + k * 2 * BB + BB + ib, sv * acc_v, mask=cm)
+        tl.store(P + k * 2 * BB + BB + ib, sv * _sum_vectors(acc_v, TRANS), mask=cm)
 
 
 @triton.jit
@@ -137,11 +207,55 @@ def _offset(t: torch.Tensor, base: torch.Tensor) -> int:
     return delta // t.element_size()
 
 
+def _pow2_dividing(values, cap: int = 8) -> int:
+    """The largest power of two <= cap dividing every value (0 counts as divisible by anything)."""
+    a = cap
+    for v in values:
+        while a > 1 and int(v) % a:
+            a //= 2
+    return a
+
+
+class Launch:
+    """One kernel launch of a map: the work items whose blocks pad to the same width ``BB``, with its tile shape.
+
+    Sizing per class (instead of one width for every layer) keeps lanes busy: with n = 4 on SD 1.5, blocks of 80,
+    160, 192 and 320 pad to 128, 256, 256 and 512 rather than all to 512.
+    """
+
+    def __init__(self, rows: list, fin: list, bb: int, trans: bool, device):
+        self.bb, self.trans = bb, trans
+        self.unit = trans or all(r[2] == 1 for r in rows)
+        cols = [0, 1, 3, 4, 9] + ([7] if trans else [8])  # offsets, leading dims, block start, contiguous extent
+        self.align = _pow2_dividing(r[c] for r in rows for c in cols) if self.unit else 1
+        self.rt = rows[0][11]
+        self.bm = self._bm(bb, trans, self.rt)
+        elems = bb * self.bm
+        self.warps = 4 if elems <= 2048 else (8 if elems <= 8192 else 16)
+        as_t = lambda r, w: torch.tensor(np.asarray(r, dtype=np.int64).reshape(-1, w), device=device)  # noqa: E731
+        self.tab = as_t([r[:NCOL] for r in rows], NCOL)
+        self.fin = as_t(fin, 7)
+        self.items = len(rows)
+
+    @staticmethod
+    def _bm(bb: int, trans: bool, rt: int) -> int:
+        if trans:  # vectors run along the contiguous axis: keep at least 16 of them per load
+            return min(rt, max(16, 8192 // bb))
+        return min(rt, max(1, 4096 // bb))
+
+
+def _rows_per_item(bb: int) -> int:
+    # about 16K elements of work per program (bounded to 8..256 vectors)
+    return int(min(256, max(8, 16384 // bb)))
+
+
 class Plan:
     """Work tables and launch shapes for one set of layers (weights, parameters) at fixed addresses.
 
     ``shapes[l] = (f, d)``; ``prm[l]`` = (u_in, v_in, u_out, v_out) (None where absent); ``n`` blocks per side.
-    Flat buffers (W1, W', dL/dW') hold layer l at ``woff[l]`` as (f, d) row-major.
+    Flat buffers (W1, W', dL/dW') hold layer l at ``woff[l]`` as (f, d) row-major. The input side maps rows of
+    W (blocks of its d columns); the output side maps columns of W1 (blocks of its f rows), reading them
+    as (block, columns) tiles so that loads run along W1's contiguous rows.
     """
 
     def __init__(self, weights: list[torch.Tensor], prm: list[tuple], n: int, sv: float):
@@ -168,73 +282,66 @@ class Plan:
         gof = {(li, s): goff[i] for i, (li, s, _) in enumerate(flat_params)}
         self.n_params = len(flat_params)
 
-        in_rows, out_rows, in_fin, out_fin = [], [], [], []
-        self.bb_in = self.bb_out = 1
+        # per side, per padded block width: (table rows, finish rows); a finish row's k0 indexes its class's rows
+        sides: dict[bool, dict[int, tuple[list, list]]] = {False: {}, True: {}}
+
+        def add(trans, b, vectors, row_of, u, v, gu, gv):
+            bb = triton.next_power_of_2(b)
+            rows, fin = sides[trans].setdefault(bb, ([], []))
+            rt = _rows_per_item(bb)
+            for j in range(n):
+                k0 = len(rows)
+                for r0 in range(0, vectors, rt):
+                    rows.append(row_of(j) + [vectors, b, j * b, r0, rt])
+                fin.append([k0, len(rows) - k0, u + j * b, v + j * b if self.has_v else 0, b,
+                             gu + j * b, gv + j * b if self.has_v else 0])
+
         for li, ((f, d), w, (u, v, uo, vo)) in enumerate(zip(self.shapes, weights, prm)):
             wo, fo = _offset(w, self.wbase), int(self.woff[li])
             b = d // n
-            self.bb_in = max(self.bb_in, b)
-            for j in range(n):  # input side: rows of W (f of them), block j of the d columns
-                k0 = len(in_rows)
-                for r0 in range(0, f, RT):
-                    in_rows.append([wo, w.stride(0), w.stride(1), fo, d, 1, po(u) + j * b,
-                                    po(v) + j * b if v is not None else 0, f, b, j * b, r0])
-                in_fin.append([k0, len(in_rows) - k0, po(u) + j * b, po(v) + j * b if v is not None else 0, b,
-                               gof[(li, 0)] + j * b, gof[(li, 1)] + j * b if v is not None else 0])
+            # input side: rows of W (f vectors), block j of the d columns; W may have any strides
+            add(False, b, f, lambda j, b=b, u=u, v=v: [wo, w.stride(0), w.stride(1), fo, d, po(u) + j * b,
+                                                       po(v) + j * b if v is not None else 0],
+                po(u), po(v) if v is not None else 0, gof[(li, 0)], gof[(li, 1)] if v is not None else 0)
             if uo is None:
                 continue
             bo = f // n
-            self.bb_out = max(self.bb_out, bo)
-            for j in range(n):  # output side: columns of W1 (d of them), block j of the f rows
-                k0 = len(out_rows)
-                for r0 in range(0, d, RT):
-                    out_rows.append([fo, 1, d, fo, 1, d, po(uo) + j * bo, po(vo) + j * bo, d, bo, j * bo, r0])
-                out_fin.append([k0, len(out_rows) - k0, po(uo) + j * bo, po(vo) + j * bo, bo,
-                                gof[(li, 2)] + j * bo, gof[(li, 3)] + j * bo])
+            # output side: columns of W1 (d vectors), block j of the f rows; W1 is our own (f, d) row-major buffer
+            add(True, bo, d, lambda j, bo=bo, uo=uo, vo=vo: [fo, d, 1, fo, d, po(uo) + j * bo, po(vo) + j * bo],
+                po(uo), po(vo), gof[(li, 2)], gof[(li, 3)])
         dev = self.device
-        as_t = lambda rows, w: torch.tensor(np.asarray(rows, dtype=np.int64).reshape(-1, w), device=dev)  # noqa: E731
-        self.in_tab, self.in_fin = as_t(in_rows, NCOL), as_t(in_fin, 7)
-        self.out_tab = as_t(out_rows, NCOL) if out_rows else None
-        self.out_fin = as_t(out_fin, 7) if out_fin else None
-        self.bb_in, self.bb_out = triton.next_power_of_2(self.bb_in), triton.next_power_of_2(self.bb_out)
+        self.in_launches = [Launch(r, f, bb, False, dev) for bb, (r, f) in sorted(sides[False].items())]
+        self.out_launches = [Launch(r, f, bb, True, dev) for bb, (r, f) in sorted(sides[True].items())]
+        self.has_out = bool(self.out_launches)
 
     # ------------------------------------------------------------------ launches
-    @staticmethod
-    def _bm(bb: int) -> tuple[int, int]:
-        bm = max(1, min(RT, 4096 // bb))
-        return bm, (8 if bm * bb >= 4096 else 4)
+    def _map(self, launches, x, out, su, sv):
+        for L in launches:
+            _gmap_kernel[(L.items,)](x, out, self.pbase, L.tab, su, sv, EPS, HAS_V=self.has_v, TRANS=L.trans,
+                                     UNIT=L.unit, ALIGN=L.align, BM=L.bm, BB=L.bb, RT=L.rt, NCOL=NCOL,
+                                     num_warps=L.warps)
 
     def map_in(self, out: torch.Tensor, su, sv):
-        bm, warps = self._bm(self.bb_in)
-        _gmap_kernel[(self.in_tab.shape[0],)](self.wbase, out, self.pbase, self.in_tab, su, sv, EPS,
-                                             HAS_V=self.has_v, BM=bm, BB=self.bb_in, RT=RT, NCOL=NCOL,
-                                             num_warps=warps)
+        self._map(self.in_launches, self.wbase, out, su, sv)
 
     def map_out(self, w1: torch.Tensor, out: torch.Tensor, su, sv):
-        bm, warps = self._bm(self.bb_out)
-        _gmap_kernel[(self.out_tab.shape[0],)](w1, out, self.pbase, self.out_tab, su, sv, EPS,
-                                              HAS_V=self.has_v, BM=bm, BB=self.bb_out, RT=RT, NCOL=NCOL,
-                                              num_warps=warps)
+        self._map(self.out_launches, w1, out, su, sv)
+
+    def _backward(self, launches, g, x, dx, grads, su, sv):
+        for L in launches:
+            part = torch.empty((L.items, 2, L.bb), device=self.device, dtype=torch.float32)
+            _gmap_backward_kernel[(L.items,)](
+                g, x, dx, part, self.pbase, L.tab, su, sv, EPS, HAS_V=self.has_v, WRITE_DX=dx is not None,
+                TRANS=L.trans, UNIT=L.unit, ALIGN=L.align, BM=L.bm, BB=L.bb, RT=L.rt, NCOL=NCOL,
+                num_warps=L.warps)
+            _gfinish_kernel[(L.fin.shape[0],)](part, self.pbase, grads, L.fin, EPS, HAS_V=self.has_v, BB=L.bb,
+                                               RB=max(1, min(64, 4096 // L.bb)), num_warps=4)
 
     def backward_in(self, g: torch.Tensor, grads: torch.Tensor, su, sv):
-        bm, warps = self._bm(self.bb_in)
-        part = torch.empty((self.in_tab.shape[0], 2, self.bb_in), device=self.device, dtype=torch.float32)
-        _gmap_backward_kernel[(self.in_tab.shape[0],)](
-            g, self.wbase, g, part, self.pbase, self.in_tab, su, sv, EPS, HAS_V=self.has_v, WRITE_DX=False,
-            BM=bm, BB=self.bb_in, RT=RT, NCOL=NCOL, num_warps=warps)
-        self._finish(part, self.in_fin, self.bb_in, grads)
+        self._backward(self.in_launches, g, self.wbase, None, grads, su, sv)
 
     def backward_out(self, g: torch.Tensor, w1: torch.Tensor, dw1: torch.Tensor, grads: torch.Tensor, su, sv):
-        bm, warps = self._bm(self.bb_out)
-        part = torch.empty((self.out_tab.shape[0], 2, self.bb_out), device=self.device, dtype=torch.float32)
-        _gmap_backward_kernel[(self.out_tab.shape[0],)](
-            g, w1, dw1, part, self.pbase, self.out_tab, su, sv, EPS, HAS_V=self.has_v, WRITE_DX=True,
-            BM=bm, BB=self.bb_out, RT=RT, NCOL=NCOL, num_warps=warps)
-        self._finish(part, self.out_fin, self.bb_out, grads)
-
-    def _finish(self, part, fin, bb, grads):
-        _gfinish_kernel[(fin.shape[0],)](part, self.pbase, grads, fin, EPS, HAS_V=self.has_v, BB=bb,
-                                         RB=max(1, min(64, 4096 // bb)), num_warps=4)
+        self._backward(self.out_launches, g, w1, dw1, grads, su, sv)
 
     def split_weights(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """flat (total,) -> per-layer (f, d) views."""
@@ -258,7 +365,7 @@ class StepFoldFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan: Plan, dtype, su, sv, *params):
         ctx.plan, ctx.su, ctx.sv = plan, su, sv
-        if plan.out_tab is None:
+        if not plan.has_out:
             flat = torch.empty(plan.total, device=plan.device, dtype=dtype)
             plan.map_in(flat, su, sv)
         else:
@@ -275,7 +382,7 @@ class StepFoldFn(torch.autograd.Function):
         g = torch.cat([(gi if gi is not None else torch.zeros(s, device=plan.device, dtype=dtype)).reshape(-1)
                        for gi, s in zip(grads, plan.shapes)])  # (total,) dL/dW', flat layout
         out = torch.empty(plan.grad_total, device=plan.device, dtype=torch.float32)
-        if plan.out_tab is not None:
+        if plan.has_out:
             w1 = torch.empty(plan.total, device=plan.device, dtype=torch.float32)
             plan.map_in(w1, su, sv)  # recompute W1 = W H
             dw1 = torch.empty_like(w1)

@@ -75,8 +75,9 @@ def _reflect_backward_kernel(G, X, DX, U, V, P, M, n, b, d, sgm, sgk, sxm, sxk, 
     vh = uh
     if HAS_V:
         vh = _unit_rows(V, cols, cmask, eps)[None]
-    acc_u = tl.zeros((NB, BB), dtype=tl.float32)
-    acc_v = tl.zeros((NB, BB), dtype=tl.float32)
+    # per-lane accumulators, reduced over rows once at the end
+    acc_u = tl.zeros((BM, NB, BB), dtype=tl.float32)
+    acc_v = tl.zeros((BM, NB, BB), dtype=tl.float32)
     for t in range(pid, tl.cdiv(M, BM), nprog):  # a persistent loop over row tiles: few partial rows
         rows = (t * BM + tl.arange(0, BM)).to(tl.int64)[:, None, None]
         mask = (rows < M) & cmask[None]
@@ -84,19 +85,21 @@ def _reflect_backward_kernel(G, X, DX, U, V, P, M, n, b, d, sgm, sgk, sxm, sxk, 
         x = tl.load(X + rows * sxm + cols[None] * sxk, mask=mask, other=0.0).to(tl.float32)
         gu = tl.sum(g * uh, axis=2)[:, :, None]  # (BM, NB, 1)
         xu = tl.sum(x * uh, axis=2)[:, :, None]
-        acc_u += tl.sum(xu * g + gu * x, axis=0)
-        dx = g + su * gu * uh
+        acc_u += xu * g + gu * x
+        if WRITE_DX:
+            dx = g + su * gu * uh
         if HAS_V:
             gv = tl.sum(g * vh, axis=2)[:, :, None]
             xv = tl.sum(x * vh, axis=2)[:, :, None]
-            acc_v += tl.sum(xv * g + gv * x, axis=0)
-            dx += sv * gv * vh
+            acc_v += xv * g + gv * x
+            if WRITE_DX:
+                dx += sv * gv * vh
         if WRITE_DX:
             tl.store(DX + rows * sdm + cols[None] * sdk, dx.to(DX.dtype.element_ty), mask=mask)
     # P (programs, 2, d): [dL/dû, dL/dv̂] of this program's rows
-    tl.store(P + pid * 2 * d + cols, su * acc_u, mask=cmask)
+    tl.store(P + pid * 2 * d + cols, su * tl.sum(acc_u, axis=0), mask=cmask)
     if HAS_V:
-        tl.store(P + pid * 2 * d + d + cols, sv * acc_v, mask=cmask)
+        tl.store(P + pid * 2 * d + d + cols, sv * tl.sum(acc_v, axis=0), mask=cmask)
 
 
 @triton.jit

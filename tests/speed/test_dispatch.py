@@ -131,38 +131,88 @@ def test_triton_kernels_under_the_cpu_interpreter():
 STEP_FOLD = textwrap.dedent("""
     import torch
     from ether_diffusion import functional as Fn
+    from ether_diffusion.kernels import grouped
     from ether_diffusion.kernels.grouped import Plan, StepFoldFn
     torch.manual_seed(0)
-    shapes = [(8, 16), (16, 8), (12, 12), (40, 8)]
-    for method, su, sv in (("ether", -2.0, 0.0), ("ether_plus", -1.0, 1.0)):
-        for n in (1, 4):
-            weights = [torch.randn(f, d) for f, d in shapes]
-            weights[1] = torch.randn(8, 16).t()  # a transposed weight: any strides
-            prm = []
-            for f, d in shapes:
-                p_in = [torch.randn(n, d // n).requires_grad_() for _ in range(1 if method == "ether" else 2)]
-                p_out = [torch.randn(n, f // n).requires_grad_() for _ in range(2)] if method == "ether_plus" else []
-                prm.append(tuple(p_in + [None] * (2 - len(p_in)) + (p_out or [None, None])))
-            plan = Plan(weights, prm, n, sv)
-            flat = [p for ps in prm for p in ps if p is not None]
-            outs = StepFoldFn.apply(plan, torch.float32, su, sv, *flat)
-            dys = [torch.randn(f, d) for f, d in shapes]
-            grads = torch.autograd.grad(outs, flat, dys)
-            refs = []
-            for w, ps in zip(weights, prm):
-                p_in = {"u": ps[0], **({"v": ps[1]} if ps[1] is not None else {})}
-                p_out = {"u": ps[2], "v": ps[3]} if ps[2] is not None else None
-                refs.append(Fn.fold_weight(w, method, p_in, p_out))
-            ref_grads = torch.autograd.grad(refs, flat, dys)
-            for a, b in zip(outs, refs):
-                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-            for a, b in zip(grads, ref_grads):
-                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    shapes = [(8, 16), (16, 8), (12, 12), (40, 8), (24, 64)]
+    default_rows = grouped._rows_per_item
+    # (method, n, work-item rows): the default sizing, and 8 vectors per item (several items per block)
+    cases = [("ether", 1, None), ("ether", 4, None), ("ether_plus", 1, None), ("ether_plus", 4, None),
+             ("ether", 4, 8), ("ether_plus", 4, 8)]
+    for method, n, rows in cases:
+        su, sv = (-2.0, 0.0) if method == "ether" else (-1.0, 1.0)
+        grouped._rows_per_item = default_rows if rows is None else (lambda bb, rows=rows: rows)
+        weights = [torch.randn(f, d) for f, d in shapes]
+        weights[1] = torch.randn(8, 16).t()  # a transposed weight: any strides
+        prm = []
+        for f, d in shapes:
+            p_in = [torch.randn(n, d // n).requires_grad_() for _ in range(1 if method == "ether" else 2)]
+            p_out = [torch.randn(n, f // n).requires_grad_() for _ in range(2)] if method == "ether_plus" else []
+            prm.append(tuple(p_in + [None] * (2 - len(p_in)) + (p_out or [None, None])))
+        plan = Plan(weights, prm, n, sv)
+        flat = [p for ps in prm for p in ps if p is not None]
+        outs = StepFoldFn.apply(plan, torch.float32, su, sv, *flat)
+        dys = [torch.randn(f, d) for f, d in shapes]
+        grads = torch.autograd.grad(outs, flat, dys)
+        refs = []
+        for w, ps in zip(weights, prm):
+            p_in = {"u": ps[0], **({"v": ps[1]} if ps[1] is not None else {})}
+            p_out = {"u": ps[2], "v": ps[3]} if ps[2] is not None else None
+            refs.append(Fn.fold_weight(w, method, p_in, p_out))
+        ref_grads = torch.autograd.grad(refs, flat, dys)
+        for a, b in zip(outs, refs):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        for a, b in zip(grads, ref_grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     print("ok")
 """)
 
 
 def test_step_fold_kernels_under_the_cpu_interpreter():
-    """One launch folds every layer (different shapes, strides): outputs and parameter gradients equal
-    ``functional.fold_weight`` through autograd."""
+    """The grouped launches fold every layer (different shapes, strides, one or several work items per block):
+    outputs and parameter gradients equal ``functional.fold_weight`` through autograd."""
     run_interpreted(STEP_FOLD)
+
+
+STEP_UNET = textwrap.dedent("""
+    import torch
+    import ether_diffusion as ed
+    from ether_diffusion import kernels
+    from ether_diffusion.models.unet_configs import TINY_UNET, build_unet
+    for method in ("ether", "ether_plus"):
+        out = {}
+        for impl in ("auto", "torch"):
+            unet = build_unet(TINY_UNET, seed=0)
+            ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
+            kernels.set_impl(unet, impl)
+            params = ed.ether_parameters(unet)
+            with torch.no_grad():
+                for i, p in enumerate(params):
+                    p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) * 0.3)
+            gen = torch.Generator().manual_seed(1)
+            sample = torch.randn(2, 4, 16, 16, generator=gen).requires_grad_()
+            text = torch.randn(2, 7, 32, generator=gen)
+            opt = torch.optim.SGD(params, lr=0.1)
+            losses, grads = [], None
+            for step in range(2):  # the second step must see the updated parameters
+                loss = unet(sample, 10, text).sample.square().mean()
+                grads = torch.autograd.grad(loss, [sample, *params])
+                for p, g in zip(params, grads[1:]):
+                    p.grad = g
+                opt.step()
+                losses.append(loss.detach())
+            out[impl] = (losses, grads)
+            group = next(iter(ed.patch.get_state(unet).processors.values()))._ether_step
+            assert (group.weights is not None) == (impl == "auto")  # the step form ran (and only for auto)
+        for a, b in zip(out["auto"][0], out["torch"][0]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        for a, b in zip(out["auto"][1], out["torch"][1]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    print("ok")
+""")
+
+
+def test_step_form_trains_a_tiny_unet_like_the_plain_path_under_the_cpu_interpreter():
+    """impl='auto' picks the step form for a model from ``apply_ether`` (here on CPU through triton's interpreter):
+    two SGD steps give the plain path's losses and gradients."""
+    run_interpreted(STEP_UNET)
