@@ -221,16 +221,14 @@ def inference(args, base, runs, latents, t, text, amp, device) -> dict:
             ed.merge_ether(merged)
             models[f"{name} merged"] = merged
     times = {k: [] for k in models}
-    for m in models.values():
-        with amp:
+    with torch.no_grad(), amp:
+        for m in models.values():
             m(latents, t, text)
-    for _ in range(args.repeats):
-        for k, m in models.items():
-            for _ in range(args.steps):
+        for _ in range(args.repeats * args.steps):  # one step of each model in turn: drift hits all alike
+            for k, m in models.items():
                 sync(device)
                 t0 = time.perf_counter()
-                with amp:
-                    m(latents, t, text)
+                m(latents, t, text)
                 sync(device)
                 times[k].append(1000 * (time.perf_counter() - t0))
     base_ms = statistics.median(times["base"])
