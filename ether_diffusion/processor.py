@@ -44,8 +44,9 @@ class ProjectionAdapter(nn.Module):
                 {k: nn.Parameter(t) for k, t in Fn.init_params(method, out_features, n_blocks, generator).items()})
 
     def params(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-        p_in = dict(self.p_in.items())
-        return p_in, (dict(self.p_out.items()) if self.p_out is not None else None)
+        # the registered parameters themselves (a plain dict copy: this runs for every projection call)
+        p_in = dict(self.p_in._parameters)
+        return p_in, (dict(self.p_out._parameters) if self.p_out is not None else None)
 
 
 class EtherAttnProcessor(nn.Module):
@@ -66,6 +67,7 @@ class EtherAttnProcessor(nn.Module):
         self.attention = attention
         self.adapters = nn.ModuleDict()
         self.active = DEFAULT_ADAPTER
+        self._lookup: dict = {}  # (adapter name, projection) -> (its group, its ProjectionAdapter or None)
         self.add_adapter(DEFAULT_ADAPTER, generator)
 
     def add_adapter(self, name: str, generator: torch.Generator | None = None) -> None:
@@ -75,9 +77,16 @@ class EtherAttnProcessor(nn.Module):
         })
 
     def adapter(self, projection: str, name: str | None = None) -> ProjectionAdapter | None:
-        group = self.adapters[name or self.active]
+        name = name or self.active
+        group = self.adapters._modules.get(name)
+        hit = self._lookup.get((name, projection))
+        if hit is not None and hit[0] is group:  # valid while that name still holds the same group
+            return hit[1]
+        group = self.adapters[name]  # KeyError for an unknown name
         key = projection_key(projection)
-        return group[key] if key in group else None
+        found = group[key] if key in group else None
+        self._lookup[(name, projection)] = (group, found)
+        return found
 
     # ------------------------------------------------------------------ projections
     def project(self, attn: nn.Module, projection: str, x: torch.Tensor) -> torch.Tensor:

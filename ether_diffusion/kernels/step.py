@@ -64,16 +64,27 @@ class StepFold:
         """The folded (f, d) weight of one layer for this call, in ``dtype``."""
         i = self.index[(id(proc), projection)]
         grad = torch.is_grad_enabled()
-        now = [t for t in _flat(p_in, p_out) if t is not None] + [weight]
-        stale = (self.weights is None or dtype != self.dtype or (grad and (not self.grad or i in self.handed))
-                 or any(t is not c or t._version != v or t.data_ptr() != ptr
-                        for t, (c, v, ptr) in zip(now, self.meta[i])))
-        if stale:
+        if (self.weights is None or dtype != self.dtype or (grad and (not self.grad or i in self.handed))
+                or not _unchanged(self.meta[i], (*_flat(p_in, p_out), weight))):
             self._fold(dtype)
         if grad:
             self.handed.add(i)
         w = self.weights[i]
         return w if grad else w.detach()
+
+
+def _unchanged(meta: tuple, tensors: tuple) -> bool:
+    # the non-None ``tensors`` are the very tensors of ``meta`` [(tensor, _version, data_ptr)], unmodified
+    # (a plain loop: this runs for every projection call)
+    k = 0
+    for t in tensors:
+        if t is None:
+            continue
+        c, ver, ptr = meta[k]
+        if t is not c or t._version != ver or t.data_ptr() != ptr:
+            return False
+        k += 1
+    return True
 
 
 def _flat(p_in: dict, p_out: dict | None) -> tuple:

@@ -97,3 +97,21 @@ def test_4d_input_and_group_norm_like_the_stock_processor():
         attn.set_processor(EtherAttnProcessor("oft", 2, shapes(attn)))
         got = attn(x)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_adapter_lookup_follows_renames_and_replacements():
+    """``adapter()`` caches its lookups; a renamed, replaced or removed adapter group is never served stale."""
+    attn = make_attn(24)
+    proc = EtherAttnProcessor("ether", 4, shapes(attn))
+    first = proc.adapter("to_q")
+    assert first is proc.adapters["default"]["to_q"] and proc.adapter("to_q") is first
+    proc.adapters["subject"] = proc.adapters.pop("default")  # what io.load does when it names an adapter
+    proc.active = "subject"
+    assert proc.adapter("to_q") is first
+    with pytest.raises(KeyError):
+        proc.adapter("to_q", "default")
+    proc.add_adapter("default")  # the same name again: a new group
+    fresh = proc.adapter("to_q", "default")
+    assert fresh is proc.adapters["default"]["to_q"] and fresh is not first
+    proc.adapters["subject"] = proc.adapters["default"]  # a name rebound to another group
+    assert proc.adapter("to_q") is fresh
