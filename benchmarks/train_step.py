@@ -254,13 +254,16 @@ def table(results: list[dict], gpu: str, unet: str = "SD 1.5") -> str:
                          (f"{row['ms']:.1f}" if row else "-"))
             if row:
                 train = f"{row['trainable']:,}"
-                if row.get("peak_gib") and r["mode"] == "eager" and r["batch"] == 4:
+                # peak memory at bs 4 eager; from a labelled eager run ("eager run 1") only where "eager" lacks it
+                if (row.get("peak_gib") and r["mode"].startswith("eager") and r["batch"] == 4
+                        and (r["mode"] == "eager" or not mem)):
                     mem = f"{row['peak_gib']:.2f} ({row['mem_ratio']:.3f}x)"
         lines.append(f"| {n} | {train} | " + " | ".join(cells) + f" | {mem} |")
     inf = [r for r in results if r.get("inference")]
     if inf:
         lines += ["", "Sampling step (one UNet forward, no grad, bf16 autocast): median ms (x base)", "",
-                  "| model | " + " | ".join(f"bs {r['batch']}" for r in inf) + " |", "|" + " --- |" * (len(inf) + 1)]
+                  "| model | " + " | ".join(f"bs {r['batch']} {r['mode']}" for r in inf) + " |",
+                  "|" + " --- |" * (len(inf) + 1)]
         for k in dict.fromkeys(k for r in inf for k in r["inference"]):
             lines.append(f"| {k} | " + " | ".join(
                 f"{r['inference'][k]['ms']:.1f} ({r['inference'][k]['ratio']:.3f}x)" if k in r["inference"] else "-"

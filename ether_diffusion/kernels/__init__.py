@@ -11,8 +11,9 @@
 | ``"torch_fold"`` | anywhere                     | plain PyTorch, the maps folded into the weight every call     |
 | ``"act"``        | CUDA + triton                | fused Triton maps on activations (``fused.py``)               |
 | ``"fold"``       | CUDA + triton                | fused Triton fold of one layer's weight every call            |
-| ``"step"``       | CUDA + triton, a whole model | ONE launch folds every layer of the model per forward         |
-|                  |                              | (``step.py``, ``grouped.py``); layers run their own linear    |
+| ``"step"``       | CUDA + triton, a whole model | a few launches (one per block width) fold every layer of the  |
+|                  |                              | model per forward (``step.py``, ``grouped.py``); layers run   |
+|                  |                              | their own linear                                              |
 
 ``"auto"`` picks ``step`` for a model prepared by ``apply_ether`` (which calls ``attach``) and layer-wise forms
 otherwise: an eager training step is bound by kernel launches, and ``step`` adds almost none.

@@ -1,20 +1,24 @@
-"""The step-fold form: ONE kernel launch folds the maps of every adapted layer of a model into its weight.
+"""The step-fold form: a few kernel launches fold the maps of every adapted layer of a model into its weight.
 
 Why: with the frozen model's GPU work split over ~2,000 small kernels, an eager SD 1.5 training step is bound by the
 host issuing them, not by the GPU. Any per-layer adapter work costs launches (3 per layer for the fused activation
-form: 128 layers -> ~400 launches + autograd nodes). Here a training step costs, for all layers together:
+form: 128 layers -> ~400 launches + autograd nodes). Here a training step costs, for all layers together, one launch
+per padded block width (3 on SD 1.5 at n = 4: blocks of 80, 160/192 and 320 pad to 128, 256 and 512):
 
-    forward:  1 launch (ether) / 2 (ether_plus): W'_l = H̃_l W_l H_l for every layer l, into one flat buffer
-              then each layer runs the frozen model's own  y = x W'_lᵀ + b
+    forward:  W'_l = H̃_l W_l H_l for every layer l into one flat buffer (ether: input side; ether_plus: input side
+              into float32 W1, then the output side), then each layer runs the frozen model's own y = x W'_lᵀ + b
     backward: each layer's linear also returns dL/dW'_l (one GEMM, f x d x tokens, in the same autograd node)
-              then 2 launches (ether) / 5 (ether_plus) give every layer's dL/du, dL/dv from (dL/dW', W)
+              then per width one pass over (dL/dW', W) and one finishing pass give every layer's dL/du, dL/dv
 
 The work is O(Σ f d) (~93M weights for SD 1.5's attention) per step, independent of batch and resolution. W' is
 recomputed only when a parameter or weight changed (``_version``) or when a new forward reuses a layer (a new
 autograd graph), so unmerged sampling folds once and then runs at the merged model's speed.
 
-Tables: every kernel reads a work table of int64 rows (one per layer x block x tile of ``RT`` rows); tensors are
-addressed as ``base pointer + element offset``, so one launch reaches every layer's separate weight tensor.
+Tables: every kernel reads a work table of int64 rows (one per layer x block x tile of vectors); tensors are
+addressed as ``base pointer + element offset``, so one launch reaches every layer's separate weight tensor. Tiles
+are read along the contiguous axis (rows of W; for the output side, rows of W1 across a block of its columns) with
+alignment hints the host proves per launch (``ALIGN``). H200, SD 1.5, bs 4, n = 4: the ether fold takes 0.13 ms and
+its backward pass 0.34 ms per step (0.76 and 0.81 ms with one launch padded to the widest block).
 """
 
 from __future__ import annotations

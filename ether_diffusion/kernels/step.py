@@ -2,7 +2,7 @@
 
 A model prepared by ``apply_ether`` carries one ``StepFold`` shared by its processors (``kernels.attach``). Each
 adapted projection asks it for its folded weight W' and runs ``F.linear(x, W', b)``. All layers are refolded at once,
-in one launch, when
+in one pass (a launch per block width), when
 
 - a new forward starts with gradients on (a layer asks twice: the previous W' belong to a used autograd graph),
 - any parameter or frozen weight changed in place (optimiser step, load, merge / unmerge: ``_version``), or was

@@ -24,10 +24,20 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg, num_processes: int = 
         except ImportError:
             raise ConfigError("use_8bit_adam needs bitsandbytes: pip install bitsandbytes") from None
         adamw = bnb.optim.AdamW8bit
+        extra = {}
     else:
         adamw = torch.optim.AdamW
+        # one fused kernel per step where every parameter is a CUDA float tensor (the foreach default launches
+        # several per step; an eager SD 1.5 step is host-bound, benchmarks/README.md)
+        extra = {"fused": True} if fused_ok(params) else {}
     return adamw(params, lr=effective_learning_rate(cfg, num_processes), betas=(cfg.adam_beta1, cfg.adam_beta2),
-                 weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+                 weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon, **extra)
+
+
+def fused_ok(params: list) -> bool:
+    """Whether torch's fused AdamW takes these parameters (or param groups): all CUDA floating-point tensors."""
+    flat = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    return bool(flat) and all(p.is_cuda and p.is_floating_point() for p in flat)
 
 
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg, max_train_steps: int, num_processes: int = 1):

@@ -103,3 +103,8 @@ def test_scale_lr_and_scheduler_steps():
     assert lrs[0] == 0 and lrs[2] == pytest.approx(peak) and lrs[-1] < lrs[3] < peak  # warm-up, then linear decay
     with pytest.raises(ValueError, match="no trainable parameters"):
         build_optimizer([], cfg)
+    assert not opt.defaults.get("fused")  # CPU parameters: the default AdamW
+    from ether_diffusion.training.optim import fused_ok
+
+    cuda_like = torch.nn.Parameter(torch.zeros(3, device="meta"))
+    assert not fused_ok([param]) and not fused_ok([{"params": [param]}]) and not fused_ok([cuda_like])
