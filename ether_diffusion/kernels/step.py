@@ -1,4 +1,5 @@
-"""Bookkeeping of the step-fold form (kernels in ``grouped``): which layers, when to refold, what each layer gets.
+"""Bookkeeping of the step-fold form (launches in ``grouped``, kernels in ``grouped_kernels``): which layers, when
+to refold, what each layer gets.
 
 A model prepared by ``apply_ether`` carries one ``StepFold`` shared by its processors (``kernels.attach``). Each
 adapted projection asks it for its folded weight W' and runs ``F.linear(x, W', b)``. All layers are refolded at once,
