@@ -59,12 +59,12 @@ class Launch:
         self.unit = trans or all(r[2] == 1 for r in rows)
         cols = [0, 1, 3, 4, 9] + ([7] if trans else [8])  # offsets, leading dims, block start, contiguous extent
         self.align = _pow2_dividing(r[c] for r in rows for c in cols) if self.unit else 1
-        self.rt = rows[0][11]
+        self.rt = _rows_per_item(bb)  # vectors per work item, as Plan cut the rows
         self.bm = self._bm(bb, trans, self.rt)
         elems = bb * self.bm
         self.warps = 4 if elems <= 2048 else (8 if elems <= 8192 else 16)
         as_t = lambda r, w: torch.tensor(np.asarray(r, dtype=np.int64).reshape(-1, w), device=device)  # noqa: E731
-        self.tab = as_t([r[:NCOL] for r in rows], NCOL)
+        self.tab = as_t(rows, NCOL)
         self.fin = as_t(fin, 7)
         self.items = len(rows)
 
@@ -123,7 +123,7 @@ class Plan:
             for j in range(n):
                 k0 = len(rows)
                 for r0 in range(0, vectors, rt):
-                    rows.append(row_of(j) + [vectors, b, j * b, r0, rt])
+                    rows.append(row_of(j) + [vectors, b, j * b, r0])
                 fin.append([k0, len(rows) - k0, u + j * b, v + j * b if self.has_v else 0, b,
                              gu + j * b, gv + j * b if self.has_v else 0])
 
