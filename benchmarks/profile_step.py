@@ -30,7 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--methods", nargs="+", default=["floor", "ether:4", "ether_plus:4", "peft_lora"])
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--match", nargs="+", default=["gmap", "gfinish", "reflect", "unit_backward"])
+    p.add_argument("--match", nargs="+", default=["gmap", "gfinish", "tile_", "reflect", "unit_backward"])
     p.add_argument("--top", type=int, default=0,
                    help="also list the K rows whose GPU time, and the K whose host time, per step grew most against "
                         "the first method")

@@ -1,4 +1,4 @@
-"""Bookkeeping of the step-fold form (launches in ``grouped``, kernels in ``grouped_kernels``): which layers, when
+"""Bookkeeping of the step-fold form (launches in ``grouped`` and ``twosided``): which layers, when
 to refold, what each layer gets.
 
 A model prepared by ``apply_ether`` carries one ``StepFold`` shared by its processors (``kernels.attach``). Each
@@ -45,13 +45,13 @@ class StepFold:
         return _flat(p_in, p_out)
 
     def _fold(self, dtype: torch.dtype) -> None:
-        from .grouped import Plan, StepFoldFn
+        from .grouped import StepFoldFn, make_plan
 
         weights = [lin.weight for _, _, lin in self.layers]
         prm = [self._params(i) for i in range(len(self.layers))]
         key = tuple(w.data_ptr() for w in weights) + tuple(p.data_ptr() for ps in prm for p in ps if p is not None)
         if key != self.plan_key:
-            self.plan, self.plan_key = Plan(weights, prm, self.n, self.sv), key
+            self.plan, self.plan_key = make_plan(weights, prm, self.n), key
         flat = [p for ps in prm for p in ps if p is not None]
         self.weights = None  # free the previous W' before allocating the next
         self.weights = StepFoldFn.apply(self.plan, dtype, self.su, self.sv, *flat)

@@ -132,16 +132,19 @@ STEP_FOLD = textwrap.dedent("""
     import torch
     from ether_diffusion import functional as Fn
     from ether_diffusion.kernels import grouped
-    from ether_diffusion.kernels.grouped import Plan, StepFoldFn
+    from ether_diffusion.kernels import twosided
+    from ether_diffusion.kernels.grouped import StepFoldFn, make_plan
     torch.manual_seed(0)
     shapes = [(8, 16), (16, 8), (12, 12), (40, 8), (24, 64)]
-    default_rows = grouped._rows_per_item
-    # (method, n, work-item rows): the default sizing, and 8 vectors per item (several items per block)
+    default_rows, default_chunk = grouped._rows_per_item, twosided._chunk_rows
+    # (method, n, work-item rows): the default sizing, and several items per block (ether: 8 rows per item;
+    # ether_plus: row blocks cut into chunks of 3 rows, whose column sums meet in partials)
     cases = [("ether", 1, None), ("ether", 4, None), ("ether_plus", 1, None), ("ether_plus", 4, None),
              ("ether", 4, 8), ("ether_plus", 4, 8)]
     for method, n, rows in cases:
         su, sv = (-2.0, 0.0) if method == "ether" else (-1.0, 1.0)
         grouped._rows_per_item = default_rows if rows is None else (lambda bb, rows=rows: rows)
+        twosided._chunk_rows = default_chunk if rows is None else (lambda B: 3)
         weights = [torch.randn(f, d) for f, d in shapes]
         weights[1] = torch.randn(8, 16).t()  # a transposed weight: any strides
         prm = []
@@ -149,7 +152,7 @@ STEP_FOLD = textwrap.dedent("""
             p_in = [torch.randn(n, d // n).requires_grad_() for _ in range(1 if method == "ether" else 2)]
             p_out = [torch.randn(n, f // n).requires_grad_() for _ in range(2)] if method == "ether_plus" else []
             prm.append(tuple(p_in + [None] * (2 - len(p_in)) + (p_out or [None, None])))
-        plan = Plan(weights, prm, n, sv)
+        plan = make_plan(weights, prm, n)
         flat = [p for ps in prm for p in ps if p is not None]
         outs = StepFoldFn.apply(plan, torch.float32, su, sv, *flat)
         dys = [torch.randn(f, d) for f, d in shapes]
