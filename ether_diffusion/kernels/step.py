@@ -20,6 +20,9 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
+
+from . import _compiling, _on_device
 
 
 class StepFold:
@@ -55,18 +58,27 @@ class StepFold:
         flat = [p for ps in prm for p in ps if p is not None]
         self.weights = None  # free the previous W' before allocating the next
         self.weights = StepFoldFn.apply(self.plan, dtype, self.su, self.sv, *flat)
-        self.meta = [tuple((t, t._version, t.data_ptr()) for t in ps if t is not None)
-                     + ((w, w._version, w.data_ptr()),) for ps, w in zip(prm, weights)]
+        self.meta = [tuple((t, t._version, t.data_ptr()) for t in (*_tensors(proc.adapter(p)), lin.weight))
+                     for proc, p, lin in self.layers]
         self.grad, self.dtype = torch.is_grad_enabled(), dtype
         self.handed = set()
 
-    def weight(self, proc, projection: str, p_in: dict, p_out: dict | None, weight: torch.Tensor,
-               dtype: torch.dtype) -> torch.Tensor:
-        """The folded (f, d) weight of one layer for this call, in ``dtype``."""
+    def linear(self, proc, projection: str, adapter, linear, x: torch.Tensor) -> torch.Tensor | None:
+        """``linear(x)`` with this layer's folded weight H̃ W H, or None where the step form does not apply (CPU
+        tensors without triton's interpreter, torch.compile, a trainable base weight or bias)."""
+        w, b = linear.weight, linear.bias
+        if w.requires_grad or (b is not None and b.requires_grad) or not _on_device(x) or _compiling():
+            return None
+        dev = x.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else w.dtype
+        return F.linear(x, self.weight(proc, projection, adapter, w, dtype), b)
+
+    def weight(self, proc, projection: str, adapter, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The folded (f, d) weight of one layer (its ``ProjectionAdapter`` and frozen weight) in ``dtype``."""
         i = self.index[(id(proc), projection)]
         grad = torch.is_grad_enabled()
         if (self.weights is None or dtype != self.dtype or (grad and (not self.grad or i in self.handed))
-                or not _unchanged(self.meta[i], (*_flat(p_in, p_out), weight))):
+                or not _unchanged(self.meta[i], adapter, weight)):
             self._fold(dtype)
         if grad:
             self.handed.add(i)
@@ -74,18 +86,24 @@ class StepFold:
         return w if grad else w.detach()
 
 
-def _unchanged(meta: tuple, tensors: tuple) -> bool:
-    # the non-None ``tensors`` are the very tensors of ``meta`` [(tensor, _version, data_ptr)], unmodified
-    # (a plain loop: this runs for every projection call)
+def _tensors(adapter) -> tuple:
+    # the adapter's parameters in a fixed order: input side, then output side
+    out = adapter.p_out
+    return (*adapter.p_in._parameters.values(), *(out._parameters.values() if out is not None else ()))
+
+
+def _unchanged(meta: tuple, adapter, weight: torch.Tensor) -> bool:
+    # the adapter's parameters and the weight are the very tensors of ``meta`` [(tensor, _version, data_ptr)],
+    # unmodified (a plain loop: this runs for every projection call)
     k = 0
-    for t in tensors:
-        if t is None:
-            continue
+    for t in (*_tensors(adapter), weight):
+        if k == len(meta):
+            return False
         c, ver, ptr = meta[k]
         if t is not c or t._version != ver or t.data_ptr() != ptr:
             return False
         k += 1
-    return True
+    return k == len(meta)
 
 
 def _flat(p_in: dict, p_out: dict | None) -> tuple:
