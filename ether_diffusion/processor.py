@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from . import functional as Fn
 from .functional import OUTPUT_SIDE_METHODS
-from .kernels import adapted_linear
+from .kernels import _compiling, adapted_linear
 from .multi import PerSampleProjector
 
 DEFAULT_ADAPTER = "default"
@@ -79,6 +79,10 @@ class EtherAttnProcessor(nn.Module):
 
     def adapter(self, projection: str, name: str | None = None) -> ProjectionAdapter | None:
         name = name or self.active
+        if _compiling():  # no cache: a dict filled during the first compiled step would make torch.compile
+            group = self.adapters[name]  # recompile the whole model on the second
+            key = projection_key(projection)
+            return group[key] if key in group else None
         group = self.adapters._modules.get(name)
         hit = self._lookup.get((name, projection))
         if hit is not None and hit[0] is group:  # valid while that name still holds the same group

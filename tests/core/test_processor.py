@@ -115,3 +115,30 @@ def test_adapter_lookup_follows_renames_and_replacements():
     assert fresh is proc.adapters["default"]["to_q"] and fresh is not first
     proc.adapters["subject"] = proc.adapters["default"]  # a name rebound to another group
     assert proc.adapter("to_q") is fresh
+
+
+@pytest.mark.parametrize("method", ["ether", "ether_plus"])
+def test_torch_compile_traces_a_training_step_once(method):
+    """Compiled training steps reuse one graph (no processor state filled during the first step that the next
+    would have to guard on: that recompiled the whole UNet), and the compiled step computes the eager one."""
+    import ether_diffusion as ed
+    from ether_diffusion.models.unet_configs import TINY_UNET, build_unet
+
+    torch._dynamo.reset()
+    unet = build_unet(TINY_UNET, seed=0)
+    ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
+    perturb(ed.ether_parameters(unet))
+    graphs = []
+
+    def backend(gm, example_inputs):  # counts what dynamo traces, runs it as traced (no code generation)
+        graphs.append(gm)
+        return gm.forward
+
+    compiled = torch.compile(unet, backend=backend)
+    gen = torch.Generator().manual_seed(0)
+    x, text = torch.randn(2, 4, 16, 16, generator=gen), torch.randn(2, 7, 32, generator=gen)
+    for _ in range(3):
+        y = compiled(x, 10, text).sample
+        y.square().mean().backward()
+    assert len(graphs) == 1
+    torch.testing.assert_close(y, unet(x, 10, text).sample, rtol=1e-5, atol=1e-5)
