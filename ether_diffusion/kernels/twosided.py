@@ -9,7 +9,8 @@ block width. Per step:
               finish;  pass 2 (reads W: the rest of the row partials) -> output-side finish
 
 That is 2 reads of W and 1 write of W' forward, 2 reads of W and 1 of dL/dW' backward, all in the weights' own
-dtype (the previous form kept W H in float32 and read or wrote it 5 times per step).
+dtype (the previous form kept W H in float32 and read or wrote it 5 times per step). H200, SD 1.5, bs 4, n = 4:
+column sums 0.18 ms + fold 0.19 ms forward, backward passes 0.62 + 0.22 ms (the previous form: 0.90 and 2.3 ms).
 """
 
 from __future__ import annotations
