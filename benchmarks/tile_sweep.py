@@ -43,7 +43,6 @@ def bench(method, n, su, sv, tweak):
     prm = params(method, n)
     plan = make_plan(weights, prm, n)
     tweak(plan)
-    flat = [p for ps in prm for p in ps if p is not None]
     g = torch.randn(plan.total, device=dev, dtype=torch.bfloat16)
     saved = {}
     def fwd():

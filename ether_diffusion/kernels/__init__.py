@@ -50,8 +50,7 @@ def _on_device(x: torch.Tensor) -> bool:
     return x.is_cuda or _INTERPRET
 
 
-def _compiling() -> bool:
-    return bool(getattr(torch, "compiler", None) and torch.compiler.is_compiling())
+_compiling = torch.compiler.is_compiling  # (called per projection: no wrapper)
 
 
 def choose_form(method: str, tokens: int, in_features: int, out_features: int, training: bool) -> str:

@@ -80,10 +80,11 @@ class StepFold:
         if (self.weights is None or dtype != self.dtype or (grad and (not self.grad or i in self.handed))
                 or not _unchanged(self.meta[i], adapter, weight)):
             self._fold(dtype)
+        w = self.weights[i]
         if grad:
             self.handed.add(i)
-        w = self.weights[i]
-        return w if grad else w.detach()
+            return w
+        return w.detach() if self.grad else w  # folded without gradients: no graph to cut
 
 
 def _tensors(adapter) -> tuple:
@@ -92,18 +93,23 @@ def _tensors(adapter) -> tuple:
     return (*adapter.p_in._parameters.values(), *(out._parameters.values() if out is not None else ()))
 
 
+def _same(meta: tuple, k: int, t: torch.Tensor) -> bool:
+    c, ver, ptr = meta[k]
+    return t is c and t._version == ver and t.data_ptr() == ptr
+
+
 def _unchanged(meta: tuple, adapter, weight: torch.Tensor) -> bool:
     # the adapter's parameters and the weight are the very tensors of ``meta`` [(tensor, _version, data_ptr)],
-    # unmodified (a plain loop: this runs for every projection call)
-    k = 0
-    for t in (*_tensors(adapter), weight):
-        if k == len(meta):
-            return False
-        c, ver, ptr = meta[k]
-        if t is not c or t._version != ver or t.data_ptr() != ptr:
-            return False
-        k += 1
-    return k == len(meta)
+    # unmodified (plain loops: this runs for every projection call)
+    k, last = 0, len(meta) - 1
+    for side in (adapter.p_in, adapter.p_out):
+        if side is None:
+            continue
+        for t in side._parameters.values():
+            if k == last or not _same(meta, k, t):
+                return False
+            k += 1
+    return k == last and _same(meta, k, weight)
 
 
 def _flat(p_in: dict, p_out: dict | None) -> tuple:

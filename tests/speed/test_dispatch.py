@@ -219,3 +219,57 @@ def test_step_form_trains_a_tiny_unet_like_the_plain_path_under_the_cpu_interpre
     """impl='auto' picks the step form for a model from ``apply_ether`` (here on CPU through triton's interpreter):
     two SGD steps give the plain path's losses and gradients."""
     run_interpreted(STEP_UNET)
+
+
+STEP_CACHE = textwrap.dedent("""
+    import torch
+    import ether_diffusion as ed
+    from ether_diffusion import kernels
+    from ether_diffusion.models.unet_configs import TINY_UNET, build_unet
+
+    def outputs(unet, x, text):
+        return unet(x, 10, text).sample
+
+    for method in ("ether", "ether_plus"):
+        unet = build_unet(TINY_UNET, seed=0)
+        ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
+        ref = build_unet(TINY_UNET, seed=0)
+        ed.apply_ether(ref, ed.EtherConfig(method, 4, init_seed=0))
+        kernels.set_impl(ref, "torch")
+        procs = list(ed.patch.get_state(unet).processors.values())
+        group = procs[0]._ether_step
+        gen = torch.Generator().manual_seed(0)
+        x, text = torch.randn(1, 4, 16, 16, generator=gen), torch.randn(1, 7, 32, generator=gen)
+
+        def check(what):
+            with torch.no_grad():
+                got, want = outputs(unet, x, text), outputs(ref, x, text)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=what)
+            assert got.grad_fn is None
+
+        outputs(unet, x, text).sum().backward()  # a fold with gradients, then used without: detached
+        check("after a training forward")
+        folded = group.weights
+        check("cached")
+        assert group.weights is folded  # no refold while nothing changed
+        for model in (unet, ref):  # in place (_version), to a new direction (a rescaled u reflects alike)
+            with torch.no_grad():
+                next(iter(ed.patch.get_state(model).processors.values())).adapter("to_q").p_in["u"].add_(0.3)
+        check("in-place update")
+        for model in (unet, ref):  # a new Parameter object in the ParameterDict
+            a = next(iter(ed.patch.get_state(model).processors.values())).adapter("to_k")
+            a.p_in["u"] = torch.nn.Parameter(a.p_in["u"].detach() + 0.3)
+        check("replaced parameter")
+        for model in (unet, ref):  # another active adapter
+            for proc in ed.patch.get_state(model).processors.values():
+                proc.add_adapter("other", torch.Generator().manual_seed(5))
+                proc.active = "other"
+        check("other adapter")
+    print("ok")
+""")
+
+
+def test_step_form_cache_follows_parameter_changes_under_the_cpu_interpreter():
+    """Without gradients the step form reuses its folded weights until a parameter changes in place, is replaced by
+    a new Parameter, or another adapter becomes active; every case matches the plain path."""
+    run_interpreted(STEP_CACHE)
