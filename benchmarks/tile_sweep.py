@@ -25,7 +25,8 @@ def params(method, n):
     for f, d in shapes:
         k = 1 if method == "ether" else 2
         pi = [torch.randn(n, d // n, device=dev, requires_grad=True) for _ in range(k)]
-        po = [torch.randn(n, f // n, device=dev, requires_grad=True) for _ in range(2)] if method == "ether_plus" else []
+        po = ([torch.randn(n, f // n, device=dev, requires_grad=True) for _ in range(2)]
+              if method == "ether_plus" else [])
         prm.append(tuple(pi + [None] * (2 - k) + (po or [None, None])))
     return prm
 

@@ -1,7 +1,7 @@
 """Triton kernels of the two-sided (ETHER+) step fold: W' = H̃ W H in one reduce pass and one write pass, and its
 gradients in two read passes, with no W H buffer (tables and autograd in ``twosided``).
 
-Per layer, with blocks j of the d columns (û_j, v̂_j) and blocks J of the f rows (ŝ_J, t̂_J), su/sv the coefficients:
+Per layer, with blocks j of the d columns (û_j, v̂_j), blocks J of the f rows (ŝ_J, t̂_J), su/sv the coefficients:
 
     P_r = W_r·û_j, Q_r = W_r·v̂_j                      (row r, block j: complete inside one tile)
     A0 = Σ_{r in J} ŝ_r W_r, C0 = Σ_{r in J} t̂_r W_r   (column sums over the rows of J, per column block)
@@ -10,7 +10,8 @@ Per layer, with blocks j of the d columns (û_j, v̂_j) and blocks J of the f ro
 
 Backward, from G = dL/dW' (GA = Σ_r ŝ_r G_r, GC = Σ_r t̂_r G_r over the rows of J):
 
-    dL/dû_j = su Σ_J [Σ_r (P_r G_r + (G_r·û) W_r) + su (A0·û) GA + sv (C0·û) GC + su (GA·û) A0 + sv (GC·û) C0]
+    dL/dû_j = su Σ_J [Σ_r (P_r G_r + (G_r·û) W_r) + su (A0·û) GA + sv (C0·û) GC
+                      + su (GA·û) A0 + sv (GC·û) C0]
     dL/dŝ_r = su Σ_j [G_r·A + (W H)_r·GA],  (W H)_r·GA = W_r·GA + su P_r (GA·û) + sv Q_r (GA·v̂)
 
 (v̂ and t̂ alike with sv and C, GC). Each term is either local to one row of one block or linear in a column sum,
