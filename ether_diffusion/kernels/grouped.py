@@ -138,8 +138,6 @@ def _rows_per_item(bb: int) -> int:
 class Plan(Layout):
     """ETHER: W' = W H, every layer's rows mapped block by block (H acts on W's rows: W H = (H Wᵀ)ᵀ)."""
 
-    has_out = False
-
     def __init__(self, weights: list[torch.Tensor], prm: list[tuple], n: int):
         super().__init__(weights, prm)
         classes: dict[int, tuple[list, list]] = {}  # padded block width -> (table rows, finish rows)

@@ -50,8 +50,6 @@ class TileLaunch:
 class TwoSidedPlan(Layout):
     """ETHER+ tables: ``launches`` (per column width), ``out_fins`` (output-side finish rows per row width)."""
 
-    has_out = True
-
     def __init__(self, weights: list[torch.Tensor], prm: list[tuple], n: int):
         super().__init__(weights, prm)
         classes: dict[int, tuple[list, list]] = {}  # padded column block width -> (table rows, finish rows)
