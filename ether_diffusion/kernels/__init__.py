@@ -10,7 +10,8 @@
 | ``"torch"``      | anywhere                     | ``functional.adapted_linear``: maps on activations, PyTorch   |
 | ``"torch_fold"`` | anywhere                     | plain PyTorch, the maps folded into the weight every call     |
 | ``"act"``        | CUDA + triton                | fused Triton maps on activations (``fused.py``)               |
-| ``"fold"``       | CUDA + triton                | fused Triton fold of one layer's weight every call            |
+| ``"fold"``       | CUDA + triton                | fused Triton fold of one layer's weight every call (under     |
+|                  |                              | torch.compile: one custom op per layer, ``ops.py``)           |
 | ``"step"``       | CUDA + triton, a whole model | a few launches per block width fold every layer of the model  |
 |                  |                              | per forward (``step.py``; ETHER ``grouped.py``, ETHER+        |
 |                  |                              | ``twosided.py``); layers run their own linear                 |
@@ -94,6 +95,14 @@ def adapted_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         raise ValueError(f"impl={impl!r} covers {FUSED_METHODS}, not {method!r}; use impl='torch'")
     if not _on_device(x) or not triton_available():
         raise RuntimeError(f"impl={impl!r} needs a CUDA tensor and triton (pip install triton); use impl='torch'")
+    if impl == "fold" and _compiling():  # the fold as one custom op the compiler keeps whole (``ops.py``)
+        from .fused import SIGNS
+        from .ops import folded_linear
+
+        dev = x.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        return folded_linear(x, weight, bias, *SIGNS[method], p_in["u"], p_in.get("v"),
+                             *((p_out["u"], p_out.get("v")) if p_out is not None else (None, None)), dtype)
     from .fused import adapted_linear as fused_linear
 
     return fused_linear(x, weight, bias, method, p_in, p_out, form=impl)

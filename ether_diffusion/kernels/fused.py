@@ -43,6 +43,22 @@ def fold(weight: torch.Tensor, su: float, sv: float, u_in, v_in, u_out, v_out, d
     return w, (w1 if keep_inner else None)
 
 
+def fold_backward(gw, weight, u_in, v_in, u_out, v_out, su, sv, w1=None, need_dw=False):
+    """dL/dW' (f, d) -> (dL/dW or None, du_in, dv_in, du_out, dv_out) of W' = H̃ W H; ``w1`` = W H in float32
+    if at hand (recomputed otherwise, only for an output side)."""
+    du_out = dv_out = None
+    if u_out is not None:  # W' = H̃ W1: columns of W1 through the output map
+        if w1 is None:
+            w1 = reflect(weight, u_in, v_in, su, sv, out_dtype=torch.float32)
+        gw1 = torch.empty(weight.shape, device=weight.device, dtype=torch.float32)
+        _, p_out = reflect_backward(gw.t(), w1.t(), u_out, v_out, su, sv, dx_out=gw1.t())
+        du_out, dv_out = unit_backward(p_out, u_out, v_out)
+        gw = gw1
+    dw, p_in = reflect_backward(gw, weight, u_in, v_in, su, sv, write_dx=need_dw, dx_dtype=weight.dtype)
+    du_in, dv_in = unit_backward(p_in, u_in, v_in)
+    return dw, du_in, dv_in, du_out, dv_out
+
+
 def act_forward(x2, weight, bias, su, sv, u_in, v_in, u_out, v_out, dtype):
     """x2 (M, d) -> (y (M, f), z (M, f) before the output map or None)."""
     h = reflect(x2, u_in, v_in, su, sv, out_dtype=dtype)  # (M, d)
@@ -100,14 +116,8 @@ class _AdaptedLinear(torch.autograd.Function):
             if need[0]:
                 dx = (dy2 @ wf).to(x_dtype)
             gw = dy2.t() @ x2.to(dtype)  # (f, d) = dL/dW'
-            if u_out is not None:  # W' = H̃ W1: columns of W1 through the output map
-                gw1 = torch.empty(weight.shape, device=weight.device, dtype=torch.float32)
-                _, p_out = reflect_backward(gw.t(), w1.t(), u_out, v_out, su, sv, dx_out=gw1.t())
-                du_out, dv_out = unit_backward(p_out, u_out, v_out)
-                gw = gw1
-            gw_in, p_in = reflect_backward(gw, weight, u_in, v_in, su, sv, write_dx=need[1], dx_dtype=weight.dtype)
-            du_in, dv_in = unit_backward(p_in, u_in, v_in)
-            dw = gw_in
+            dw, du_in, dv_in, du_out, dv_out = fold_backward(gw, weight, u_in, v_in, u_out, v_out, su, sv, w1=w1,
+                                                             need_dw=need[1])
         return (dx.view(x_shape) if dx is not None else None, dw, db, du_in, dv_in, du_out, dv_out,
                 None, None, None)
 
