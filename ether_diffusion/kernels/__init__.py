@@ -96,6 +96,8 @@ def adapted_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     if not _on_device(x) or not triton_available():
         raise RuntimeError(f"impl={impl!r} needs a CUDA tensor and triton (pip install triton); use impl='torch'")
     if impl == "fold" and _compiling():  # the fold as one custom op the compiler keeps whole (``ops.py``)
+        if weight.requires_grad:  # the op gives W no gradient: a trainable base weight takes the plain path
+            return Fn.adapted_linear(x, weight, bias, method, p_in, p_out)
         from .fused import SIGNS
         from .ops import folded_linear
 

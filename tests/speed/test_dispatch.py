@@ -311,6 +311,17 @@ COMPILE_FOLD = textwrap.dedent("""
         torch.testing.assert_close(out["fold"][0], out["torch"][0], rtol=1e-5, atol=1e-6)
         for a, b in zip(out["fold"][1], out["torch"][1]):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # a trainable base weight still gets its gradient (the op gives W none, so that layer takes the plain path)
+    from ether_diffusion import functional as Fn
+    w, b = torch.randn(16, 8, requires_grad=True), torch.randn(16)
+    p_in = {k: torch.randn(s).requires_grad_() for k, s in Fn.param_shapes("ether_plus", 8, 4).items()}
+    p_out = {k: torch.randn(s).requires_grad_() for k, s in Fn.param_shapes("ether_plus", 16, 4).items()}
+    x = torch.randn(3, 8)
+    f = torch.compile(lambda x: kernels.adapted_linear(x, w, b, "ether_plus", p_in, p_out, impl="fold"),
+                      backend="aot_eager")
+    gw = torch.autograd.grad(f(x).sum(), w)[0]
+    torch.testing.assert_close(gw, torch.autograd.grad(Fn.adapted_linear(x, w, b, "ether_plus", p_in, p_out).sum(),
+                                                       w)[0], rtol=1e-4, atol=1e-5)
     print("ok")
 """)
 
