@@ -12,7 +12,9 @@ in one pass (a launch per block width), when
 
 Without gradients W' stays valid across calls: unmerged sampling folds once, then runs at the merged model's speed.
 Gradient checkpointing recomputes a layer inside the backward: that refolds once (same values); the gradients still
-flow through the forward's own fold.
+flow through the forward's own fold. A call made while some layer does not hold its whole weight or parameters (a
+sharding wrapper such as FSDP swaps in partial views between its units' forwards) is not folded: that projection
+takes the per-layer form instead.
 """
 
 from __future__ import annotations
@@ -47,39 +49,57 @@ class StepFold:
         p_in, p_out = proc.adapter(p).params()
         return _flat(p_in, p_out)
 
-    def _fold(self, dtype: torch.dtype) -> None:
+    def _whole(self) -> bool:
+        # every layer holds its whole (f, d) weight and full-size parameters
+        for proc, p, lin in self.layers:
+            f, d = proc.shapes[p]
+            adapter = proc.adapter(p)
+            if tuple(lin.weight.shape) != (f, d) or any(t.numel() != d for t in adapter.p_in._parameters.values()):
+                return False
+            if adapter.p_out is not None and any(t.numel() != f for t in adapter.p_out._parameters.values()):
+                return False
+        return True
+
+    def _fold(self, dtype: torch.dtype) -> bool:
         from .grouped import StepFoldFn, make_plan
 
+        self.weights = None  # free the previous W' before allocating the next
+        if not self._whole():  # (stops at the first layer that is not whole)
+            return False
         weights = [lin.weight for _, _, lin in self.layers]
         prm = [self._params(i) for i in range(len(self.layers))]
         key = tuple(w.data_ptr() for w in weights) + tuple(p.data_ptr() for ps in prm for p in ps if p is not None)
         if key != self.plan_key:
             self.plan, self.plan_key = make_plan(weights, prm, self.n), key
         flat = [p for ps in prm for p in ps if p is not None]
-        self.weights = None  # free the previous W' before allocating the next
         self.weights = StepFoldFn.apply(self.plan, dtype, self.su, self.sv, *flat)
         self.meta = [tuple((t, t._version, t.data_ptr()) for t in (*_tensors(proc.adapter(p)), lin.weight))
                      for proc, p, lin in self.layers]
         self.grad, self.dtype = torch.is_grad_enabled(), dtype
         self.handed = set()
+        return True
 
     def linear(self, proc, projection: str, adapter, linear, x: torch.Tensor) -> torch.Tensor | None:
         """``linear(x)`` with this layer's folded weight H̃ W H, or None where the step form does not apply (CPU
-        tensors without triton's interpreter, torch.compile, a trainable base weight or bias)."""
+        tensors without triton's interpreter, torch.compile, a trainable base weight or bias, a layer not whole)."""
         w, b = linear.weight, linear.bias
         if w.requires_grad or (b is not None and b.requires_grad) or not _on_device(x) or _compiling():
             return None
         dev = x.device.type
         dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else w.dtype
-        return F.linear(x, self.weight(proc, projection, adapter, w, dtype), b)
+        folded = self.weight(proc, projection, adapter, w, dtype)
+        return None if folded is None else F.linear(x, folded, b)
 
-    def weight(self, proc, projection: str, adapter, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """The folded (f, d) weight of one layer (its ``ProjectionAdapter`` and frozen weight) in ``dtype``."""
+    def weight(self, proc, projection: str, adapter, weight: torch.Tensor,
+               dtype: torch.dtype) -> torch.Tensor | None:
+        """The folded (f, d) weight of one layer (its ``ProjectionAdapter`` and frozen weight) in ``dtype``, or None
+        while some layer is not whole."""
         i = self.index[(id(proc), projection)]
         grad = torch.is_grad_enabled()
         if (self.weights is None or dtype != self.dtype or (grad and (not self.grad or i in self.handed))
                 or not _unchanged(self.meta[i], adapter, weight)):
-            self._fold(dtype)
+            if not self._fold(dtype):
+                return None
         w = self.weights[i]
         if grad:
             self.handed.add(i)

@@ -265,13 +265,31 @@ STEP_CACHE = textwrap.dedent("""
                 proc.add_adapter("other", torch.Generator().manual_seed(5))
                 proc.active = "other"
         check("other adapter")
+        # another layer not whole (as a sharding wrapper leaves the units not running): no fold, per-layer form
+        names = list(ed.patch.get_state(unet).processors)
+        first, last = unet.get_submodule(names[0]), unet.get_submodule(names[-1])
+        full = last.to_q.weight.data
+        last.to_q.weight.data = torch.empty(0)
+        h = torch.randn(1, 5, first.to_q.weight.shape[1], generator=gen)
+        ref_first = ref.get_submodule(names[0])
+        with torch.no_grad():  # a change that needs a refold, made while the other layer is partial
+            for model in (unet, ref):
+                ed.patch.get_state(model).processors[names[0]].adapter("to_q").p_in["u"].add_(0.2)
+            got = ed.patch.get_state(unet).processors[names[0]].project(first, "to_q", h)
+            want = ed.patch.get_state(ref).processors[names[0]].project(ref_first, "to_q", h)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        assert group.weights is None
+        last.to_q.weight.data = full
+        check("whole again")
+        assert group.weights is not None
     print("ok")
 """)
 
 
 def test_step_form_cache_follows_parameter_changes_under_the_cpu_interpreter():
     """Without gradients the step form reuses its folded weights until a parameter changes in place, is replaced by
-    a new Parameter, or another adapter becomes active; every case matches the plain path."""
+    a new Parameter, or another adapter becomes active; while some layer does not hold its whole weight nothing is
+    folded (that call takes the per-layer form). Every case matches the plain path."""
     run_interpreted(STEP_CACHE)
 
 
