@@ -79,18 +79,18 @@ class EtherAttnProcessor(nn.Module):
 
     def adapter(self, projection: str, name: str | None = None) -> ProjectionAdapter | None:
         name = name or self.active
-        if _compiling():  # no cache: a dict filled during the first compiled step would make torch.compile
-            group = self.adapters[name]  # recompile the whole model on the second
-            key = projection_key(projection)
-            return group[key] if key in group else None
-        group = self.adapters._modules.get(name)
-        hit = self._lookup.get((name, projection))
-        if hit is not None and hit[0] is group:  # valid while that name still holds the same group
-            return hit[1]
+        # no cache while compiling: a dict filled during the first compiled step would make torch.compile retrace
+        # the whole model on the second
+        cached = not _compiling()
+        if cached:
+            hit = self._lookup.get((name, projection))
+            if hit is not None and hit[0] is self.adapters._modules.get(name):  # valid while the name holds that group
+                return hit[1]
         group = self.adapters[name]  # KeyError for an unknown name
         key = projection_key(projection)
         found = group[key] if key in group else None
-        self._lookup[(name, projection)] = (group, found)
+        if cached:
+            self._lookup[(name, projection)] = (group, found)
         return found
 
     # ------------------------------------------------------------------ projections
@@ -104,9 +104,9 @@ class EtherAttnProcessor(nn.Module):
             y = step.linear(self, projection, adapter, linear, x)
             if y is not None:
                 return y
-            if impl == "step":
-                raise RuntimeError("impl='step' needs CUDA tensors, triton, eager mode and a frozen base weight; "
-                                   "use impl='auto'")
+        if impl == "step":
+            raise RuntimeError("impl='step' needs a model prepared by apply_ether with CUDA tensors and triton, eager "
+                               "mode and a frozen base weight; use impl='auto'")
         p_in, p_out = adapter.params()
         return adapted_linear(x, linear.weight, linear.bias, self.method, p_in, p_out, impl=impl)
 

@@ -44,16 +44,10 @@ class StepFold:
         # cached W' are non-leaf tensors (not deep-copyable); a copy starts cold
         return StepFold(copy.deepcopy(self.layers, memo), self.method, self.n)
 
-    def _params(self, i: int) -> tuple:
-        proc, p, _ = self.layers[i]
-        p_in, p_out = proc.adapter(p).params()
-        return _flat(p_in, p_out)
-
-    def _whole(self) -> bool:
-        # every layer holds its whole (f, d) weight and full-size parameters
-        for proc, p, lin in self.layers:
+    def _whole(self, adapters: list) -> bool:
+        # every layer holds its whole (f, d) weight and full-size parameters (stops at the first that does not)
+        for (proc, p, lin), adapter in zip(self.layers, adapters):
             f, d = proc.shapes[p]
-            adapter = proc.adapter(p)
             if tuple(lin.weight.shape) != (f, d) or any(t.numel() != d for t in adapter.p_in._parameters.values()):
                 return False
             if adapter.p_out is not None and any(t.numel() != f for t in adapter.p_out._parameters.values()):
@@ -64,17 +58,17 @@ class StepFold:
         from .grouped import StepFoldFn, make_plan
 
         self.weights = None  # free the previous W' before allocating the next
-        if not self._whole():  # (stops at the first layer that is not whole)
+        adapters = [proc.adapter(p) for proc, p, _ in self.layers]
+        if not self._whole(adapters):
             return False
         weights = [lin.weight for _, _, lin in self.layers]
-        prm = [self._params(i) for i in range(len(self.layers))]
+        prm = [_flat(*a.params()) for a in adapters]
         key = tuple(w.data_ptr() for w in weights) + tuple(p.data_ptr() for ps in prm for p in ps if p is not None)
         if key != self.plan_key:
             self.plan, self.plan_key = make_plan(weights, prm, self.n), key
         flat = [p for ps in prm for p in ps if p is not None]
         self.weights = StepFoldFn.apply(self.plan, dtype, self.su, self.sv, *flat)
-        self.meta = [tuple((t, t._version, t.data_ptr()) for t in (*_tensors(proc.adapter(p)), lin.weight))
-                     for proc, p, lin in self.layers]
+        self.meta = [tuple((t, t._version, t.data_ptr()) for t in (*_tensors(a), w)) for a, w in zip(adapters, weights)]
         self.grad, self.dtype = torch.is_grad_enabled(), dtype
         self.handed = set()
         return True
