@@ -177,21 +177,30 @@ def test_step_fold_kernels_under_the_cpu_interpreter():
     run_interpreted(STEP_FOLD)
 
 
-STEP_UNET = textwrap.dedent("""
+TINY = textwrap.dedent("""
     import torch
     import ether_diffusion as ed
     from ether_diffusion import kernels
     from ether_diffusion.models.unet_configs import TINY_UNET, build_unet
+
+    def perturbed_unet(method, impl):
+        # the tiny UNet with ``method`` (n_blocks 4) in form ``impl``, its parameters moved off their init
+        unet = build_unet(TINY_UNET, seed=0)
+        ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
+        kernels.set_impl(unet, impl)
+        params = ed.ether_parameters(unet)
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) * 0.3)
+        return unet, params
+""")
+
+
+STEP_UNET = TINY + textwrap.dedent("""
     for method in ("ether", "ether_plus"):
         out = {}
         for impl in ("auto", "torch"):
-            unet = build_unet(TINY_UNET, seed=0)
-            ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
-            kernels.set_impl(unet, impl)
-            params = ed.ether_parameters(unet)
-            with torch.no_grad():
-                for i, p in enumerate(params):
-                    p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) * 0.3)
+            unet, params = perturbed_unet(method, impl)
             gen = torch.Generator().manual_seed(1)
             sample = torch.randn(2, 4, 16, 16, generator=gen).requires_grad_()
             text = torch.randn(2, 7, 32, generator=gen)
@@ -293,23 +302,13 @@ def test_step_form_cache_follows_parameter_changes_under_the_cpu_interpreter():
     run_interpreted(STEP_CACHE)
 
 
-COMPILE_FOLD = textwrap.dedent("""
-    import torch
-    import ether_diffusion as ed
-    from ether_diffusion import kernels
-    from ether_diffusion.models.unet_configs import TINY_UNET, build_unet
+COMPILE_FOLD = TINY + textwrap.dedent("""
     aot_eager = torch._dynamo.lookup_backend("aot_eager")
     for method in ("ether", "ether_plus"):
         out = {}
         for impl in ("fold", "torch"):
             torch._dynamo.reset()
-            unet = build_unet(TINY_UNET, seed=0)
-            ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
-            kernels.set_impl(unet, impl)
-            params = ed.ether_parameters(unet)
-            with torch.no_grad():
-                for i, p in enumerate(params):
-                    p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) * 0.3)
+            unet, params = perturbed_unet(method, impl)
             graphs = []
 
             def backend(gm, example_inputs):  # dynamo's graph, then AOT autograd (fake tensors, op backward)
