@@ -4,6 +4,7 @@ per (tile elements, warps, rows per ETHER+ work item), timed with CUDA events (m
     python benchmarks/tile_sweep.py        # results/tile_sweep_<GPU>.log holds one run
 """
 import statistics
+import sys
 import time
 
 import torch
@@ -12,13 +13,12 @@ from ether_diffusion.kernels import twosided
 from ether_diffusion.kernels.grouped import make_plan
 
 dev = "cuda"
-shapes = []
+shapes = []  # SD 1.5's attention projections (f, d): per transformer block q, k, v, out of attn1, q of attn2, ...
 for c, blocks in ((320, 5), (640, 5), (1280, 6)):
     for _ in range(blocks):
         shapes += [(c, c)] * 5 + [(c, 768)] * 2 + [(c, c)]
 assert len(shapes) == 128
-torch.manual_seed(0)
-weights = [torch.randn(f, d, device=dev, dtype=torch.bfloat16) / d**0.5 for f, d in shapes]
+weights: list = []  # bf16 (f, d), made by main()
 
 def params(method, n):
     prm = []
@@ -62,19 +62,28 @@ def set_tiles(E, warps):
             L.warps = warps
     return tweak
 
-print("ether_plus n=4: tile elems, warps, chunk rows -> fold ms, backward ms (compile s)", flush=True)
-default_chunk = twosided._chunk_rows
-for R in (64, 32, 128):
-    twosided._chunk_rows = lambda B, R=R: -(-B // max(1, round(B / R)))
-    configs = [(E, w) for E in (1024, 2048, 4096) for w in (4, 8)] if R == 64 else [(2048, 4), (4096, 8)]
-    for E, w in configs:
-        f, b, c = bench("ether_plus", 4, -1.0, 1.0, set_tiles(E, w))
-        print(f"  E={E:5d} warps={w} R={R:3d}: fold {f:.3f}  backward {b:.3f}  ({c:.1f} s)", flush=True)
-twosided._chunk_rows = default_chunk
-for n in (1, 16):
-    f, b, c = bench("ether_plus", n, -1.0, 1.0, lambda p: None)
-    print(f"  default n={n}: fold {f:.3f}  backward {b:.3f}", flush=True)
-print("ether n=4: tile elems, warps -> fold ms, backward ms", flush=True)
-for E, w in ((4096, 8), (2048, 4), (4096, 4), (8192, 8), (8192, 16), (2048, 8)):
-    f, b, c = bench("ether", 4, -2.0, 0.0, set_tiles(E, w))
-    print(f"  E={E:5d} warps={w}: fold {f:.3f}  backward {b:.3f}  ({c:.1f} s)", flush=True)
+def main() -> None:
+    if not torch.cuda.is_available():
+        sys.exit("tile_sweep.py times the Triton step-fold kernels: it needs a CUDA GPU")
+    torch.manual_seed(0)
+    weights[:] = [torch.randn(f, d, device=dev, dtype=torch.bfloat16) / d**0.5 for f, d in shapes]
+    print("ether_plus n=4: tile elems, warps, chunk rows -> fold ms, backward ms (compile s)", flush=True)
+    default_chunk = twosided._chunk_rows
+    for R in (64, 32, 128):
+        twosided._chunk_rows = lambda B, R=R: -(-B // max(1, round(B / R)))
+        configs = [(E, w) for E in (1024, 2048, 4096) for w in (4, 8)] if R == 64 else [(2048, 4), (4096, 8)]
+        for E, w in configs:
+            f, b, c = bench("ether_plus", 4, -1.0, 1.0, set_tiles(E, w))
+            print(f"  E={E:5d} warps={w} R={R:3d}: fold {f:.3f}  backward {b:.3f}  ({c:.1f} s)", flush=True)
+    twosided._chunk_rows = default_chunk
+    for n in (1, 16):
+        f, b, c = bench("ether_plus", n, -1.0, 1.0, lambda p: None)
+        print(f"  default n={n}: fold {f:.3f}  backward {b:.3f}", flush=True)
+    print("ether n=4: tile elems, warps -> fold ms, backward ms", flush=True)
+    for E, w in ((4096, 8), (2048, 4), (4096, 4), (8192, 8), (8192, 16), (2048, 8)):
+        f, b, c = bench("ether", 4, -2.0, 0.0, set_tiles(E, w))
+        print(f"  E={E:5d} warps={w}: fold {f:.3f}  backward {b:.3f}  ({c:.1f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
