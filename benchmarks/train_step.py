@@ -39,6 +39,7 @@ DEFAULT_METHODS = ["floor", "ether:1", "ether:4", "ether:16", "ether_plus:1", "e
                    "oft:4", "naive:4", "peft_lora", "peft_oft", "peft_hra", "ether:4@act", "ether:4@torch",
                    "ether_plus:4@torch"]
 RESULTS = Path(__file__).parent / "results"
+START = time.perf_counter()
 
 
 def parse_args(argv=None):
@@ -54,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="interleaved blocks per method")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-inference", dest="inference", action="store_false")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="seconds after start: a method (not the floor) whose warm-up (compilation) has not begun by then is dropped "
+                        "with a message, so a run under a time limit still times the ones warmed")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--report", action="store_true", help="only rebuild the markdown table from --out's JSONs")
     return p.parse_args(argv)
@@ -135,7 +139,13 @@ def measure(args, base, batch: int, device, on_partial=None) -> dict:
                 continue
         runs[name] = dict(unet=unet, step=step, params=params, opt=opt, times=[])
 
-    for name, r in runs.items():  # warm-up (and compilation), then one step alone for the memory peak
+    for name in list(runs):  # warm-up (and compilation), then one step alone for the memory peak
+        r = runs[name]
+        if name != "floor" and args.deadline is not None and time.perf_counter() - START > args.deadline:
+            print(f"  {name}: dropped, --deadline {args.deadline:.0f} s passed before its warm-up", flush=True)
+            del runs[name], r
+            torch.cuda.empty_cache() if device.type == "cuda" else None
+            continue
         sync(device)
         t0 = time.perf_counter()
         r["step"]()

@@ -14,7 +14,7 @@ import torch.nn as nn
 from . import functional as Fn
 from .config import PROJECTIONS, EtherConfig
 from .processor import EtherAttnProcessor, get_projection
-from .kernels import attach
+from .kernels import attach, detach
 
 STATE_ATTR = "_ether"
 
@@ -130,6 +130,7 @@ def remove_ether(model: nn.Module) -> nn.Module:
     if state.merged:
         unmerge_ether(model)
     model.set_attn_processor(dict(state.original_processors))
+    detach(model)
     for n, p in model.named_parameters():
         p.requires_grad_(state.requires_grad.get(n, p.requires_grad))
     delattr(model, STATE_ATTR)

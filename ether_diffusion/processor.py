@@ -105,8 +105,8 @@ class EtherAttnProcessor(nn.Module):
             if y is not None:
                 return y
         if impl == "step":
-            raise RuntimeError("impl='step' needs a model prepared by apply_ether with CUDA tensors and triton, eager "
-                               "mode and a frozen base weight; use impl='auto'")
+            raise RuntimeError("impl='step' needs a model prepared by apply_ether with CUDA tensors and triton and a "
+                               "frozen base weight (under torch.compile: the model compiled whole); use impl='auto'")
         p_in, p_out = adapter.params()
         return adapted_linear(x, linear.weight, linear.bias, self.method, p_in, p_out, impl=impl)
 

@@ -114,16 +114,32 @@ def attach(model: torch.nn.Module) -> None:
     """Share one ``StepFold`` among the processors of ``model`` (called by ``apply_ether``; cheap, lazy)."""
     from ..patch import get_state
     from ..processor import get_projection
-    from .step import StepFold
+    from .step import StepFold, enter, leave
 
+    detach(model)
     state = get_state(model)
     if state.config.method not in FUSED_METHODS or not triton_available():
         return
     layers = [(proc, p, get_projection(model.get_submodule(name), p))
               for name, proc in state.processors.items() for p in proc.shapes]
     group = StepFold(layers, state.config.method, state.config.n_blocks)
-    for proc in state.processors.values():
+    for i, (proc, p, _) in enumerate(layers):
         proc._ether_step = group
+        proc._step_slots = {**getattr(proc, "_step_slots", {}), p: i}
+    model._ether_step_fold = group
+    # under torch.compile the fold runs once per forward from these hooks (they return at once in eager mode)
+    model.register_forward_pre_hook(enter)
+    model.register_forward_hook(leave)
+
+
+def detach(model: torch.nn.Module) -> None:
+    """Undo ``attach``: the model's step-fold hooks and its StepFold (the processors keep theirs until dropped)."""
+    from .step import enter, leave
+
+    for hooks in (model._forward_pre_hooks, model._forward_hooks):
+        for k in [k for k, h in hooks.items() if h is enter or h is leave]:
+            del hooks[k]
+    model.__dict__.pop("_ether_step_fold", None)
 
 
 def set_impl(model: torch.nn.Module, impl: str) -> None:
@@ -136,4 +152,4 @@ def set_impl(model: torch.nn.Module, impl: str) -> None:
         proc.impl = impl
 
 
-__all__ = ["IMPLS", "adapted_linear", "attach", "choose_form", "fold_linear", "set_impl", "triton_available"]
+__all__ = ["IMPLS", "adapted_linear", "attach", "choose_form", "detach", "fold_linear", "set_impl", "triton_available"]

@@ -77,19 +77,11 @@ class Layout:
         self.wo = [_offset(w, self.wbase) for w in weights]
         params = [p for ps in prm for p in ps if p is not None]
         self.pbase = min(params, key=lambda t: t.data_ptr())
-        # gradient buffer: parameters grouped by shape, so each group's grads are one (L, n, b) tensor's unbind
-        self.grad_groups: dict[tuple, list[int]] = {}
-        flat_params = [(li, s, p) for li, ps in enumerate(prm) for s, p in enumerate(ps) if p is not None]
-        for idx, (_, _, p) in enumerate(flat_params):
-            self.grad_groups.setdefault(tuple(p.shape), []).append(idx)
-        goff, pos = {}, 0
-        for shape, idxs in self.grad_groups.items():
-            for i in idxs:
-                goff[i] = pos
-                pos += int(np.prod(shape))
-        self.grad_total = pos
-        self.gof = {(li, s): goff[i] for i, (li, s, _) in enumerate(flat_params)}
-        self.n_params = len(flat_params)
+        self.param_shapes = [tuple(p.shape) for p in params]
+        slots = grad_slots(self.param_shapes)
+        self.grad_total = int(sum(np.prod(s) for s in self.param_shapes))
+        flat_params = [(li, s) for li, ps in enumerate(prm) for s, p in enumerate(ps) if p is not None]
+        self.gof = {key: slots[i] for i, key in enumerate(flat_params)}
 
     def po(self, p: torch.Tensor | None) -> int:
         return _offset(p, self.pbase) if p is not None else 0
@@ -100,14 +92,26 @@ class Layout:
 
     def split_grads(self, buf: torch.Tensor) -> list[torch.Tensor]:
         """buf (grad_total,) -> per-parameter views, in the order of the flattened ``prm``."""
-        out: list[torch.Tensor | None] = [None] * self.n_params
-        pos = 0
-        for shape, idxs in self.grad_groups.items():
-            size = int(np.prod(shape))
-            for i, g in zip(idxs, buf[pos:pos + size * len(idxs)].view(len(idxs), *shape).unbind(0)):
-                out[i] = g
-            pos += size * len(idxs)
-        return out
+        return split_grads(buf, self.param_shapes)
+
+
+def grad_slots(shapes: list[tuple]) -> list[int]:
+    """Where each parameter's gradient starts in the flat gradient buffer: parameters grouped by shape (in order of
+    first appearance), so each group is one (count, *shape) block."""
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(shapes):
+        groups.setdefault(tuple(s), []).append(i)
+    slots, pos = [0] * len(shapes), 0
+    for shape, idxs in groups.items():
+        for i in idxs:
+            slots[i] = pos
+            pos += int(np.prod(shape))
+    return slots
+
+
+def split_grads(buf: torch.Tensor, shapes: list[tuple]) -> list[torch.Tensor]:
+    """buf (Σ numel,) laid out by ``grad_slots`` -> one view per parameter, in the order of ``shapes``."""
+    return [buf[o:o + int(np.prod(s))].view(s) for o, s in zip(grad_slots(shapes), shapes)]
 
 
 # --------------------------------------------------------------------------- one side (ETHER)

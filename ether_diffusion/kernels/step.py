@@ -15,6 +15,11 @@ Gradient checkpointing recomputes a layer inside the backward: that refolds once
 flow through the forward's own fold. A call made while some layer does not hold its whole weight or parameters (a
 sharding wrapper such as FSDP swaps in partial views between its units' forwards) is not folded: that projection
 takes the per-layer form instead.
+
+Under ``torch.compile`` the same fold runs as one custom op (``ops.step_fold``) from a forward pre-hook on the model
+(``enter``; ``leave`` drops the result after the forward): the compiled graph holds one fold and one fold backward
+for the whole model, and the compiler owns every layer's GEMMs. Nothing is cached across compiled calls (no state
+for the compiler to guard on): each compiled forward folds once.
 """
 
 from __future__ import annotations
@@ -39,10 +44,14 @@ class StepFold:
         self.weights = self.meta = self.dtype = None
         self.grad = False
         self.handed: set[int] = set()
+        self.traced: list | None = None  # this compiled forward's W' (``enter``), else None
 
     def __deepcopy__(self, memo):
-        # cached W' are non-leaf tensors (not deep-copyable); a copy starts cold
-        return StepFold(copy.deepcopy(self.layers, memo), self.method, self.n)
+        # cached W' are non-leaf tensors (not deep-copyable); a copy starts cold. In memo first: the layers' own
+        # processors point back here
+        new = memo[id(self)] = StepFold.__new__(StepFold)
+        new.__init__(copy.deepcopy(self.layers, memo), self.method, self.n)
+        return new
 
     def _whole(self, adapters: list) -> bool:
         # every layer holds its whole (f, d) weight and full-size parameters (stops at the first that does not)
@@ -73,11 +82,34 @@ class StepFold:
         self.handed = set()
         return True
 
+    def enter(self) -> None:
+        """Under torch.compile, at the start of the model's forward: fold every layer through one custom op (or
+        leave ``traced`` None where the step form does not apply: the layers then take their per-layer form)."""
+        self.traced = None
+        if all(proc.impl not in ("auto", "step") for proc, _, _ in self.layers):  # every layer in another form
+            return
+        weights = [lin.weight for _, _, lin in self.layers]
+        adapters = [proc.adapter(p) for proc, p, _ in self.layers]
+        if not _on_device(weights[0]) or not self._whole(adapters) or any(
+                lin.weight.requires_grad or (lin.bias is not None and lin.bias.requires_grad)
+                for _, _, lin in self.layers):
+            return
+        from .ops import step_fold
+
+        dev = weights[0].device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weights[0].dtype
+        self.traced = step_fold(weights, [_flat(*a.params()) for a in adapters], self.n, self.su, self.sv, dtype)
+
     def linear(self, proc, projection: str, adapter, linear, x: torch.Tensor) -> torch.Tensor | None:
         """``linear(x)`` with this layer's folded weight H̃ W H, or None where the step form does not apply (CPU
-        tensors without triton's interpreter, torch.compile, a trainable base weight or bias, a layer not whole)."""
+        tensors without triton's interpreter, a trainable base weight or bias, a layer not whole; compiled: a
+        forward not entered through the model, as a compiled block on its own)."""
         w, b = linear.weight, linear.bias
-        if w.requires_grad or (b is not None and b.requires_grad) or not _on_device(x) or _compiling():
+        if _compiling():
+            if self.traced is None:
+                return None
+            return F.linear(x, self.traced[proc._step_slots[projection]], b)
+        if w.requires_grad or (b is not None and b.requires_grad) or not _on_device(x):
             return None
         dev = x.device.type
         dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else w.dtype
@@ -99,6 +131,18 @@ class StepFold:
             self.handed.add(i)
             return w
         return w.detach() if self.grad else w  # folded without gradients: no graph to cut
+
+
+def enter(model, args) -> None:
+    """Forward pre-hook (``kernels.attach``): under compilation, fold every layer once for this forward."""
+    if _compiling():
+        model._ether_step_fold.enter()
+
+
+def leave(model, args, output) -> None:
+    """Forward hook: drop this compiled forward's W' (the autograd graph keeps what the backward needs)."""
+    if _compiling():
+        model._ether_step_fold.traced = None
 
 
 def _tensors(adapter) -> tuple:

@@ -31,6 +31,15 @@ def _chunk_rows(B: int) -> int:
     return math.ceil(B / max(1, round(B / 64)))
 
 
+def column_partials(shapes: list[tuple], n: int) -> int:
+    """Size of the float32 column sums the fold keeps for the backward: per layer and row-block chunk, 2 d."""
+    total = 0
+    for f, d in shapes:
+        B = f // n
+        total += n * math.ceil(B / _chunk_rows(B)) * 2 * d
+    return total
+
+
 class TileLaunch:
     """The work items whose column blocks pad to ``bb``, with their input-side finish rows."""
 
@@ -81,6 +90,7 @@ class TwoSidedPlan(Layout):
             for J in range(n):
                 out_fins.setdefault(bbo, []).append([rp + J * n * 2 * bbo, n, self.po(s) + J * B, self.po(t) + J * B,
                                                      B, self.gof[(li, 2)] + J * B, self.gof[(li, 3)] + J * B])
+        assert self.cp_total == column_partials(self.shapes, n)
         self.launches = [TileLaunch(r, f, bb, self.device) for bb, (r, f) in sorted(classes.items())]
         self.out_fins = [(bbo, _table(r, 7, self.device)) for bbo, r in sorted(out_fins.items())]
 

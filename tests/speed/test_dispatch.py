@@ -348,3 +348,56 @@ def test_fold_under_torch_compile_is_one_custom_op_per_layer_under_the_cpu_inter
     single traced graph; through AOT autograd (fake tensors, the op's registered backward) the loss and gradients
     equal the plain path's."""
     run_interpreted(COMPILE_FOLD)
+
+
+COMPILE_STEP = TINY + textwrap.dedent("""
+    aot_eager = torch._dynamo.lookup_backend("aot_eager")
+    for method in ("ether", "ether_plus"):
+        out = {}
+        for impl in ("auto", "torch"):
+            torch._dynamo.reset()
+            unet, params = perturbed_unet(method, impl)
+            graphs = []
+
+            def backend(gm, example_inputs):  # dynamo's graphs, then AOT autograd (fake tensors, op backward)
+                graphs.append(gm)
+                return aot_eager(gm, example_inputs)
+
+            f = torch.compile(unet, backend=backend) if impl == "auto" else unet
+            opt = torch.optim.SGD(params, lr=0.1)
+            gen = torch.Generator().manual_seed(1)
+            x = torch.randn(2, 4, 16, 16, generator=gen).requires_grad_()
+            text = torch.randn(2, 7, 32, generator=gen)
+            out[impl] = []
+            for step in range(3):  # optimiser steps in between: the next forward must fold the new parameters
+                opt.zero_grad()
+                loss = f(x, 10, text).sample.square().mean()
+                loss.backward()
+                out[impl].append((loss.detach(), [x.grad.clone()] + [p.grad.clone() for p in params]))
+                x.grad = None
+                opt.step()
+                if step == 0:
+                    first = len(graphs)
+            if impl == "auto":
+                ops = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+                assert len(graphs) == first, "recompiled after the first step"
+                assert sum("ether_diffusion.step_fold" in o for o in ops) == 1, ops
+                assert not any("ether_diffusion.fold" in o for o in ops), ops
+                assert unet._ether_step_fold.traced is None  # nothing held after the forward
+                ed.remove_ether(unet)
+                assert not unet._forward_pre_hooks and not unet._forward_hooks
+                assert not hasattr(unet, "_ether_step_fold")
+        for (la, ga), (lb, gb) in zip(out["auto"], out["torch"]):
+            torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-6)
+            for a, b in zip(ga, gb):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    print("ok")
+""")
+
+
+def test_step_form_under_torch_compile_is_one_custom_op_per_forward_under_the_cpu_interpreter():
+    """The default form under torch.compile: the model's forward pre-hook folds every layer through one
+    ``ether_diffusion::step_fold`` op (no per-layer fold), later steps reuse the compiled graphs, and over three
+    optimiser steps the losses and gradients (input and parameters) equal the plain path's; ``remove_ether`` takes
+    the hooks off."""
+    run_interpreted(COMPILE_STEP)
