@@ -114,7 +114,7 @@ def attach(model: torch.nn.Module) -> None:
     """Share one ``StepFold`` among the processors of ``model`` (called by ``apply_ether``; cheap, lazy)."""
     from ..patch import get_state
     from ..processor import get_projection
-    from .step import StepFold, enter, leave
+    from .step import StepFold, clear
 
     detach(model)
     state = get_state(model)
@@ -127,17 +127,16 @@ def attach(model: torch.nn.Module) -> None:
         proc._ether_step = group
         proc._step_slots = {**getattr(proc, "_step_slots", {}), p: i}
     model._ether_step_fold = group
-    # under torch.compile the fold runs once per forward from these hooks (they return at once in eager mode)
-    model.register_forward_pre_hook(enter)
-    model.register_forward_hook(leave)
+    model.register_forward_pre_hook(clear)  # what a compiled forward folded never reaches the next one
+    model.register_forward_hook(clear)
 
 
 def detach(model: torch.nn.Module) -> None:
     """Undo ``attach``: the model's step-fold hooks and its StepFold (the processors keep theirs until dropped)."""
-    from .step import enter, leave
+    from .step import clear
 
     for hooks in (model._forward_pre_hooks, model._forward_hooks):
-        for k in [k for k, h in hooks.items() if h is enter or h is leave]:
+        for k in [k for k, h in hooks.items() if h is clear]:
             del hooks[k]
     model.__dict__.pop("_ether_step_fold", None)
 

@@ -16,10 +16,10 @@ flow through the forward's own fold. A call made while some layer does not hold 
 sharding wrapper such as FSDP swaps in partial views between its units' forwards) is not folded: that projection
 takes the per-layer form instead.
 
-Under ``torch.compile`` the same fold runs as one custom op (``ops.step_fold``) from a forward pre-hook on the model
-(``enter``; ``leave`` drops the result after the forward): the compiled graph holds one fold and one fold backward
-for the whole model, and the compiler owns every layer's GEMMs. Nothing is cached across compiled calls (no state
-for the compiler to guard on): each compiled forward folds once.
+Under ``torch.compile`` (the model compiled whole) the same fold runs as one custom op (``ops.step_fold``) at the
+forward's first adapted projection, and the W' are dropped once every layer has taken its own: the compiled graph
+holds one fold and one fold backward for the whole model, the compiler owns every layer's GEMMs, and nothing outlives
+the forward for the compiler to guard on or return (forward hooks clear what a partial forward would leave).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class StepFold:
         self.weights = self.meta = self.dtype = None
         self.grad = False
         self.handed: set[int] = set()
-        self.traced: list | None = None  # this compiled forward's W' (``enter``), else None
+        self.traced: list | None = None  # the W' of the forward being compiled (``trace_fold``), else None
+        self.left = 0  # its layers not yet served
 
     def __deepcopy__(self, memo):
         # cached W' are non-leaf tensors (not deep-copyable); a copy starts cold. In memo first: the layers' own
@@ -82,33 +83,35 @@ class StepFold:
         self.handed = set()
         return True
 
-    def enter(self) -> None:
-        """Under torch.compile, at the start of the model's forward: fold every layer through one custom op (or
-        leave ``traced`` None where the step form does not apply: the layers then take their per-layer form)."""
-        self.traced = None
-        if all(proc.impl not in ("auto", "step") for proc, _, _ in self.layers):  # every layer in another form
-            return
+    def trace_fold(self) -> bool:
+        """Under torch.compile, at the first adapted projection of a forward: every layer's W' through one custom
+        op into ``traced`` (False where the step form does not apply: the layers take their per-layer form)."""
         weights = [lin.weight for _, _, lin in self.layers]
         adapters = [proc.adapter(p) for proc, p, _ in self.layers]
         if not _on_device(weights[0]) or not self._whole(adapters) or any(
                 lin.weight.requires_grad or (lin.bias is not None and lin.bias.requires_grad)
                 for _, _, lin in self.layers):
-            return
+            return False
         from .ops import step_fold
 
         dev = weights[0].device.type
         dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weights[0].dtype
         self.traced = step_fold(weights, [_flat(*a.params()) for a in adapters], self.n, self.su, self.sv, dtype)
+        self.left = len(self.layers)
+        return True
 
     def linear(self, proc, projection: str, adapter, linear, x: torch.Tensor) -> torch.Tensor | None:
         """``linear(x)`` with this layer's folded weight H̃ W H, or None where the step form does not apply (CPU
-        tensors without triton's interpreter, a trainable base weight or bias, a layer not whole; compiled: a
-        forward not entered through the model, as a compiled block on its own)."""
+        tensors without triton's interpreter, a trainable base weight or bias, a layer not whole)."""
         w, b = linear.weight, linear.bias
         if _compiling():
-            if self.traced is None:
+            if self.traced is None and not self.trace_fold():
                 return None
-            return F.linear(x, self.traced[proc._step_slots[projection]], b)
+            folded = self.traced[proc._step_slots[projection]]
+            self.left -= 1
+            if self.left == 0:  # every layer served: nothing left for the compiler to carry out of the graph
+                self.traced = None
+            return F.linear(x, folded, b)
         if w.requires_grad or (b is not None and b.requires_grad) or not _on_device(x):
             return None
         dev = x.device.type
@@ -133,16 +136,10 @@ class StepFold:
         return w.detach() if self.grad else w  # folded without gradients: no graph to cut
 
 
-def enter(model, args) -> None:
-    """Forward pre-hook (``kernels.attach``): under compilation, fold every layer once for this forward."""
-    if _compiling():
-        model._ether_step_fold.enter()
-
-
-def leave(model, args, output) -> None:
-    """Forward hook: drop this compiled forward's W' (the autograd graph keeps what the backward needs)."""
-    if _compiling():
-        model._ether_step_fold.traced = None
+def clear(model, *args) -> None:
+    """Forward pre-hook and hook (``kernels.attach``): a compiled forward's W' never outlive it, nor reach the next
+    forward (a forward whose layers were not all called would otherwise leave them)."""
+    model._ether_step_fold.traced = None
 
 
 def _tensors(adapter) -> tuple:
