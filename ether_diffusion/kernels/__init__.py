@@ -4,9 +4,10 @@
 
 | impl             | where                        | what                                                          |
 | ---------------- | ---------------------------- | ------------------------------------------------------------- |
-| ``"auto"``       | default                      | ether / ether_plus on CUDA with triton, eager: ``step`` for a |
-|                  |                              | model from ``apply_ether``, else ``act`` / ``fold`` per layer;|
-|                  |                              | ``torch`` otherwise (CPU, torch.compile, oft, naive)          |
+| ``"auto"``       | default                      | ether / ether_plus on CUDA with triton: ``step`` for a model  |
+|                  |                              | from ``apply_ether`` (eager, CUDA graph, or torch.compile of  |
+|                  |                              | the whole model), else ``act`` / ``fold`` per layer (eager) ; |
+|                  |                              | ``torch`` otherwise (CPU, oft, naive, compiled single layers) |
 | ``"torch"``      | anywhere                     | ``functional.adapted_linear``: maps on activations, PyTorch   |
 | ``"torch_fold"`` | anywhere                     | plain PyTorch, the maps folded into the weight every call     |
 | ``"act"``        | CUDA + triton                | fused Triton maps on activations (``fused.py``)               |
@@ -14,7 +15,8 @@
 |                  |                              | torch.compile: one custom op per layer, ``ops.py``)           |
 | ``"step"``       | CUDA + triton, a whole model | a few launches per block width fold every layer of the model  |
 |                  |                              | per forward (``step.py``; ETHER ``grouped.py``, ETHER+        |
-|                  |                              | ``twosided.py``); layers run their own linear                 |
+|                  |                              | ``twosided.py``); layers run their own linear. Compiled: one  |
+|                  |                              | ``ether_diffusion::step_fold`` custom op per forward (ops.py) |
 
 ``"auto"`` picks ``step`` for a model prepared by ``apply_ether`` (which calls ``attach``) and layer-wise forms
 otherwise: an eager training step is bound by kernel launches, and ``step`` adds almost none.

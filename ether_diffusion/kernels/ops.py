@@ -124,7 +124,7 @@ def _step_backward(ctx, g, _):
     saved, *tensors = ctx.saved_tensors
     weights, params = tensors[:ctx.counts], tensors[ctx.counts:]
     buf = step_fold_backward_op(g, saved, weights, params, *ctx.args)
-    return [None] * len(weights), split_grads(buf, [tuple(p.shape) for p in params]), None, None, None, None
+    return [None] * len(weights), split_grads(buf, tuple(tuple(p.shape) for p in params)), None, None, None, None
 
 
 step_fold_op.register_autograd(_step_backward, setup_context=_step_setup)

@@ -395,6 +395,32 @@ COMPILE_STEP = TINY + textwrap.dedent("""
 """)
 
 
+COMPILE_STEP_CHECKPOINTED = TINY + textwrap.dedent("""
+    out = {}
+    for impl in ("auto", "torch"):
+        torch._dynamo.reset()
+        unet, params = perturbed_unet("ether_plus", impl)
+        unet.enable_gradient_checkpointing()  # the blocks' forwards run again inside the backward
+        unet.train()
+        f = torch.compile(unet, backend="aot_eager") if impl == "auto" else unet
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(2, 4, 16, 16, generator=gen)
+        text = torch.randn(2, 7, 32, generator=gen)
+        loss = f(x, 10, text).sample.square().mean()
+        out[impl] = (loss.detach(), torch.autograd.grad(loss, params))
+    torch.testing.assert_close(out["auto"][0], out["torch"][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(out["auto"][1], out["torch"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    print("ok")
+""")
+
+
+def test_compiled_step_form_with_gradient_checkpointing_under_the_cpu_interpreter():
+    """torch.compile of a UNet with gradient checkpointing on: the step op's loss and gradients equal the plain
+    path's."""
+    run_interpreted(COMPILE_STEP_CHECKPOINTED)
+
+
 def test_step_form_under_torch_compile_is_one_custom_op_per_forward_under_the_cpu_interpreter():
     """The default form under torch.compile: the model's forward pre-hook folds every layer through one
     ``ether_diffusion::step_fold`` op (no per-layer fold), later steps reuse the compiled graphs, and over three
