@@ -136,25 +136,32 @@ def test_fold_forms_equal_activation_forms(method):
         assert rel(a, b) < 1e-5 and rel(c, b) < 1e-5
 
 
-@pytest.mark.parametrize("method", ["ether", "ether_plus"])
-def test_unet_training_step_auto_equals_torch(method):
-    """A tiny UNet's loss and adapter gradients: impl='auto' (Triton on CUDA) against impl='torch', float32."""
+def perturbed_tiny_unet(method: str, impl: str):
+    """The tiny UNet on DEV with ``method`` (n_blocks 4) in form ``impl``, its parameters moved off their init; also
+    the inputs of a step: (unet, params, sample (requires grad), text)."""
     import ether_diffusion as ed
     from ether_diffusion.models.unet_configs import TINY_UNET, build_unet
 
+    unet = build_unet(TINY_UNET, device=DEV, seed=0)
+    ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
+    kernels.set_impl(unet, impl)
+    params = ed.ether_parameters(unet)
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)).to(p) * 0.3)
+    gen = torch.Generator().manual_seed(1)
+    sample = torch.randn(2, 4, 16, 16, generator=gen).to(DEV).requires_grad_()
+    text = torch.randn(2, 7, 32, generator=gen).to(DEV)
+    return unet, params, sample, text
+
+
+@pytest.mark.parametrize("method", ["ether", "ether_plus"])
+def test_unet_training_step_auto_equals_torch(method):
+    """A tiny UNet's loss and adapter gradients: impl='auto' (Triton on CUDA) against impl='torch', float32."""
     torch.backends.cudnn.allow_tf32 = False  # the convolutions must not round differently between the two runs
     results = {}
     for impl in ("auto", "torch"):
-        unet = build_unet(TINY_UNET, device=DEV, seed=0)
-        ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
-        kernels.set_impl(unet, impl)
-        params = ed.ether_parameters(unet)
-        with torch.no_grad():
-            for i, p in enumerate(params):
-                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)).to(p) * 0.3)
-        gen = torch.Generator().manual_seed(1)
-        sample = torch.randn(2, 4, 16, 16, generator=gen).to(DEV).requires_grad_()
-        text = torch.randn(2, 7, 32, generator=gen).to(DEV)
+        unet, params, sample, text = perturbed_tiny_unet(method, impl)
         loss = unet(sample, 10, text).sample.square().mean()
         grads = torch.autograd.grad(loss, [sample, *params])
         results[impl] = (loss.detach(), grads)
@@ -169,8 +176,6 @@ def test_compiled_step_form_equals_torch(method):
     """torch.compile (inductor) of a tiny UNet: its forward folds every layer through one ``step_fold`` op; loss,
     input and adapter gradients equal impl='torch' in eager float32 over two optimiser steps (the second folds the
     updated parameters), with no recompilation on the second."""
-    import ether_diffusion as ed
-    from ether_diffusion.models.unet_configs import TINY_UNET, build_unet
     from torch._inductor.compile_fx import compile_fx
 
     torch.backends.cudnn.allow_tf32 = False
@@ -181,20 +186,12 @@ def test_compiled_step_form_equals_torch(method):
     def inductor(gm, example_inputs):  # counts dynamo's graphs
         graphs.append(gm)
         return compile_fx(gm, example_inputs)
+
     results = {}
     for impl in ("auto", "torch"):
-        unet = build_unet(TINY_UNET, device=DEV, seed=0)
-        ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
-        kernels.set_impl(unet, impl)
-        params = ed.ether_parameters(unet)
-        with torch.no_grad():
-            for i, p in enumerate(params):
-                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)).to(p) * 0.3)
+        unet, params, sample, text = perturbed_tiny_unet(method, impl)
         f = torch.compile(unet, backend=inductor) if impl == "auto" else unet
         opt = torch.optim.SGD(params, lr=0.1)
-        gen = torch.Generator().manual_seed(1)
-        sample = torch.randn(2, 4, 16, 16, generator=gen).to(DEV).requires_grad_()
-        text = torch.randn(2, 7, 32, generator=gen).to(DEV)
         results[impl] = []
         for step in range(2):
             if step == 1:

@@ -193,6 +193,15 @@ TINY = textwrap.dedent("""
             for i, p in enumerate(params):
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) * 0.3)
         return unet, params
+
+    def counting_aot_eager(graphs):
+        # a backend that keeps dynamo's graphs, then runs AOT autograd (fake tensors, custom ops' backward)
+        aot_eager = torch._dynamo.lookup_backend("aot_eager")
+
+        def backend(gm, example_inputs):
+            graphs.append(gm)
+            return aot_eager(gm, example_inputs)
+        return backend
 """)
 
 
@@ -303,19 +312,13 @@ def test_step_form_cache_follows_parameter_changes_under_the_cpu_interpreter():
 
 
 COMPILE_FOLD = TINY + textwrap.dedent("""
-    aot_eager = torch._dynamo.lookup_backend("aot_eager")
     for method in ("ether", "ether_plus"):
         out = {}
         for impl in ("fold", "torch"):
             torch._dynamo.reset()
             unet, params = perturbed_unet(method, impl)
             graphs = []
-
-            def backend(gm, example_inputs):  # dynamo's graph, then AOT autograd (fake tensors, op backward)
-                graphs.append(gm)
-                return aot_eager(gm, example_inputs)
-
-            f = torch.compile(unet, backend=backend) if impl == "fold" else unet
+            f = torch.compile(unet, backend=counting_aot_eager(graphs)) if impl == "fold" else unet
             gen = torch.Generator().manual_seed(1)
             x = torch.randn(2, 4, 16, 16, generator=gen).requires_grad_()
             text = torch.randn(2, 7, 32, generator=gen)
@@ -351,19 +354,13 @@ def test_fold_under_torch_compile_is_one_custom_op_per_layer_under_the_cpu_inter
 
 
 COMPILE_STEP = TINY + textwrap.dedent("""
-    aot_eager = torch._dynamo.lookup_backend("aot_eager")
     for method in ("ether", "ether_plus"):
         out = {}
         for impl in ("auto", "torch"):
             torch._dynamo.reset()
             unet, params = perturbed_unet(method, impl)
             graphs = []
-
-            def backend(gm, example_inputs):  # dynamo's graphs, then AOT autograd (fake tensors, op backward)
-                graphs.append(gm)
-                return aot_eager(gm, example_inputs)
-
-            f = torch.compile(unet, backend=backend) if impl == "auto" else unet
+            f = torch.compile(unet, backend=counting_aot_eager(graphs)) if impl == "auto" else unet
             opt = torch.optim.SGD(params, lr=0.1)
             gen = torch.Generator().manual_seed(1)
             x = torch.randn(2, 4, 16, 16, generator=gen).requires_grad_()
