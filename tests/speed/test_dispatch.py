@@ -354,7 +354,7 @@ def test_fold_under_torch_compile_is_one_custom_op_per_layer_under_the_cpu_inter
 
 
 COMPILE_STEP = TINY + textwrap.dedent("""
-    for method in ("ether", "ether_plus"):
+    for method in METHODS:  # set by the test
         out = {}
         for impl in ("auto", "torch"):
             torch._dynamo.reset()
@@ -381,6 +381,8 @@ COMPILE_STEP = TINY + textwrap.dedent("""
                 assert sum("ether_diffusion.step_fold" in o for o in ops) == 1, ops
                 assert not any("ether_diffusion.fold" in o for o in ops), ops
                 assert unet._ether_step_fold.traced is None  # nothing held after the forward
+                with torch.no_grad():  # a compiled sampling step (no autograd around the op)
+                    out["sample"] = f(x, 10, text).sample
                 ed.remove_ether(unet)
                 assert not unet._forward_pre_hooks and not unet._forward_hooks
                 assert not hasattr(unet, "_ether_step_fold")
@@ -388,6 +390,8 @@ COMPILE_STEP = TINY + textwrap.dedent("""
             torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-6)
             for a, b in zip(ga, gb):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        with torch.no_grad():  # unet: the plain-path model, after the same three updates
+            torch.testing.assert_close(out["sample"], unet(x, 10, text).sample, rtol=1e-5, atol=1e-5)
     print("ok")
 """)
 
@@ -418,9 +422,10 @@ def test_compiled_step_form_with_gradient_checkpointing_under_the_cpu_interprete
     run_interpreted(COMPILE_STEP_CHECKPOINTED)
 
 
-def test_step_form_under_torch_compile_is_one_custom_op_per_forward_under_the_cpu_interpreter():
+@pytest.mark.parametrize("method", ["ether", "ether_plus"])
+def test_step_form_under_torch_compile_is_one_custom_op_per_forward_under_the_cpu_interpreter(method):
     """The default form under torch.compile: the model's forward pre-hook folds every layer through one
     ``ether_diffusion::step_fold`` op (no per-layer fold), later steps reuse the compiled graphs, and over three
-    optimiser steps the losses and gradients (input and parameters) equal the plain path's; ``remove_ether`` takes
-    the hooks off."""
-    run_interpreted(COMPILE_STEP)
+    optimiser steps the losses and gradients (input and parameters) equal the plain path's, as does a compiled
+    no-grad forward after them; ``remove_ether`` takes the hooks off."""
+    run_interpreted(f"METHODS = ({method!r},)\n" + COMPILE_STEP)
