@@ -114,13 +114,14 @@ INTERPRETED = textwrap.dedent("""
 """)
 
 
-def run_interpreted(code: str) -> None:
-    """Run ``code`` (which prints "ok") in a fresh process under triton's CPU interpreter."""
+def run_interpreted(code: str, timeout: int = 300) -> None:
+    """Run ``code`` (which prints "ok") in a fresh process under triton's CPU interpreter (``timeout`` seconds;
+    scripts that compile a UNet get more: a cold CI machine took over 300 s for one)."""
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=timeout)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
@@ -350,7 +351,7 @@ def test_fold_under_torch_compile_is_one_custom_op_per_layer_under_the_cpu_inter
     """impl='fold' under torch.compile: each adapted projection's fold is one ``ether_diffusion::fold`` op in a
     single traced graph; through AOT autograd (fake tensors, the op's registered backward) the loss and gradients
     equal the plain path's."""
-    run_interpreted(COMPILE_FOLD)
+    run_interpreted(COMPILE_FOLD, timeout=900)
 
 
 COMPILE_STEP = TINY + textwrap.dedent("""
@@ -419,7 +420,7 @@ COMPILE_STEP_CHECKPOINTED = TINY + textwrap.dedent("""
 def test_compiled_step_form_with_gradient_checkpointing_under_the_cpu_interpreter():
     """torch.compile of a UNet with gradient checkpointing on: the step op's loss and gradients equal the plain
     path's."""
-    run_interpreted(COMPILE_STEP_CHECKPOINTED)
+    run_interpreted(COMPILE_STEP_CHECKPOINTED, timeout=900)
 
 
 @pytest.mark.parametrize("method", ["ether", "ether_plus"])
@@ -428,4 +429,4 @@ def test_step_form_under_torch_compile_is_one_custom_op_per_forward_under_the_cp
     ``ether_diffusion::step_fold`` op (no per-layer fold), later steps reuse the compiled graphs, and over three
     optimiser steps the losses and gradients (input and parameters) equal the plain path's, as does a compiled
     no-grad forward after them; ``remove_ether`` takes the hooks off."""
-    run_interpreted(f"METHODS = ({method!r},)\n" + COMPILE_STEP)
+    run_interpreted(f"METHODS = ({method!r},)\n" + COMPILE_STEP, timeout=900)
