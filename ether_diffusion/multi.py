@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import functional as Fn
+from .kernels import autocast_dtype
 
 NONE = "none"
 MIXED_FORMS = ("fold", "act")
@@ -173,8 +174,7 @@ class PerSampleProjector:
         if self.proc.adapter(projection, self.lookup[0]) is None:
             return linear(x)
         if self.proc.mixed_form == "fold" and not torch.is_grad_enabled():
-            dev = x.device.type
-            dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else linear.weight.dtype
+            dtype = autocast_dtype(x, linear.weight.dtype)
             w = self._folded(projection, linear, dtype)  # (B, f, d)
             xb = x.reshape(len(self.names), -1, x.shape[-1]).to(dtype)  # (B, N, d)
             if linear.bias is None:

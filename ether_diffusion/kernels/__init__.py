@@ -6,7 +6,7 @@
 | ---------------- | ---------------------------- | ------------------------------------------------------------- |
 | ``"auto"``       | default                      | ether / ether_plus on CUDA with triton: ``step`` for a model  |
 |                  |                              | from ``apply_ether`` (eager, CUDA graph, or torch.compile of  |
-|                  |                              | the whole model), else ``act`` / ``fold`` per layer (eager) ; |
+|                  |                              | the whole model), else ``act`` / ``fold`` per layer (eager);  |
 |                  |                              | ``torch`` otherwise (CPU, oft, naive, compiled single layers) |
 | ``"torch"``      | anywhere                     | ``functional.adapted_linear``: maps on activations, PyTorch   |
 | ``"torch_fold"`` | anywhere                     | plain PyTorch, the maps folded into the weight every call     |
@@ -56,6 +56,12 @@ def _on_device(x: torch.Tensor) -> bool:
 _compiling = torch.compiler.is_compiling  # (called per projection: no wrapper)
 
 
+def autocast_dtype(t: torch.Tensor, default: torch.dtype | None = None) -> torch.dtype:
+    """The dtype a layer computes in on ``t``'s device: autocast's while it is on, else ``default`` (t's own)."""
+    dev = t.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else (default or t.dtype)
+
+
 def choose_form(method: str, tokens: int, in_features: int, out_features: int, training: bool) -> str:
     """'act' or 'fold' for one layer-wise call (models prepared by ``apply_ether`` use ``step`` instead).
 
@@ -103,10 +109,9 @@ def adapted_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         from .fused import SIGNS
         from .ops import folded_linear
 
-        dev = x.device.type
-        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
         return folded_linear(x, weight, bias, *SIGNS[method], p_in["u"], p_in.get("v"),
-                             *((p_out["u"], p_out.get("v")) if p_out is not None else (None, None)), dtype)
+                             *((p_out["u"], p_out.get("v")) if p_out is not None else (None, None)),
+                             autocast_dtype(x))
     from .fused import adapted_linear as fused_linear
 
     return fused_linear(x, weight, bias, method, p_in, p_out, form=impl)
@@ -153,4 +158,4 @@ def set_impl(model: torch.nn.Module, impl: str) -> None:
         proc.impl = impl
 
 
-__all__ = ["IMPLS", "adapted_linear", "attach", "choose_form", "detach", "fold_linear", "set_impl", "triton_available"]
+__all__ = ["IMPLS", "adapted_linear", "attach", "autocast_dtype", "choose_form", "detach", "fold_linear", "set_impl", "triton_available"]

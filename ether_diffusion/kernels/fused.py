@@ -15,15 +15,10 @@ from __future__ import annotations
 
 import torch
 
+from . import autocast_dtype
 from .triton_reflect import reflect, reflect_backward, unit_backward
 
 SIGNS = {"ether": (-2.0, 0.0), "ether_plus": (-1.0, 1.0)}
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    return x.dtype
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +75,7 @@ def fold_forward(x2, weight, bias, su, sv, u_in, v_in, u_out, v_out, dtype):
 class _AdaptedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, u_in, v_in, u_out, v_out, su, sv, form):
-        dtype = _compute_dtype(x)
+        dtype = autocast_dtype(x)
         x2 = _rows(x)
         if form == "act":
             y, z = act_forward(x2, weight, bias, su, sv, u_in, v_in, u_out, v_out, dtype)
@@ -134,7 +129,7 @@ def adapted_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     if not torch.is_grad_enabled() or not any(
             t is not None and t.requires_grad for t in (x, weight, bias, u_in, v_in, u_out, v_out)):
         # inference: no autograd bookkeeping
-        dtype = _compute_dtype(x)
+        dtype = autocast_dtype(x)
         x2 = _rows(x)
         if form == "act":
             y, _ = act_forward(x2, weight, bias, su, sv, u_in, v_in, u_out, v_out, dtype)

@@ -82,7 +82,7 @@ class Layout:
         self.pbase = min(params, key=lambda t: t.data_ptr())
         self.param_shapes = tuple(tuple(p.shape) for p in params)
         slots = grad_slots(self.param_shapes)
-        self.grad_total = int(sum(np.prod(s) for s in self.param_shapes))
+        self.grad_total = sum(math.prod(s) for s in self.param_shapes)
         flat_params = [(li, s) for li, ps in enumerate(prm) for s, p in enumerate(ps) if p is not None]
         self.gof = {key: slots[i] for i, key in enumerate(flat_params)}
 
@@ -91,11 +91,16 @@ class Layout:
 
     def split_weights(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """flat (total,) -> per-layer (f, d) views."""
-        return [flat[o:o + f * d].view(f, d) for o, (f, d) in zip(self.woff.tolist(), self.shapes)]
+        return split_weights(flat, self.shapes)
 
     def split_grads(self, buf: torch.Tensor) -> list[torch.Tensor]:
         """buf (grad_total,) -> per-parameter views, in the order of the flattened ``prm``."""
         return split_grads(buf, self.param_shapes)
+
+
+def split_weights(flat: torch.Tensor, shapes: list[tuple]) -> list[torch.Tensor]:
+    """flat (Σ f d,) -> one (f, d) view per layer, layers back to back (one ``split``: its backward is one cat)."""
+    return [t.view(s) for t, s in zip(flat.split([f * d for f, d in shapes]), shapes)]
 
 
 @functools.lru_cache(maxsize=16)

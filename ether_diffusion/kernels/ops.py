@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .fused import fold, fold_backward
-from .grouped import make_plan, split_grads
+from .grouped import make_plan, split_grads, split_weights
 from .twosided import column_partials
 
 
@@ -136,5 +136,4 @@ def step_fold(weights: list[torch.Tensor], prm: list[tuple], n: int, su: float, 
     ``prm[l]`` = (u_in, v_in, u_out, v_out), None where absent (all layers alike)."""
     params = [p for ps in prm for p in ps if p is not None]
     flat, _ = step_fold_op(weights, params, n, su, sv, dtype)
-    shapes = [tuple(w.shape) for w in weights]
-    return [t.view(s) for t, s in zip(flat.split([f * d for f, d in shapes]), shapes)]
+    return split_weights(flat, [tuple(w.shape) for w in weights])

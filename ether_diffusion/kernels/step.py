@@ -29,7 +29,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from . import _compiling, _on_device
+from . import _compiling, _on_device, autocast_dtype
 
 
 class StepFold:
@@ -94,9 +94,8 @@ class StepFold:
             return False
         from .ops import step_fold
 
-        dev = weights[0].device.type
-        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weights[0].dtype
-        self.traced = step_fold(weights, [_flat(*a.params()) for a in adapters], self.n, self.su, self.sv, dtype)
+        self.traced = step_fold(weights, [_flat(*a.params()) for a in adapters], self.n, self.su, self.sv,
+                                autocast_dtype(weights[0]))
         self.left = len(self.layers)
         return True
 
@@ -114,9 +113,7 @@ class StepFold:
             return F.linear(x, folded, b)
         if w.requires_grad or (b is not None and b.requires_grad) or not _on_device(x):
             return None
-        dev = x.device.type
-        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else w.dtype
-        folded = self.weight(proc, projection, adapter, w, dtype)
+        folded = self.weight(proc, projection, adapter, w, autocast_dtype(x, w.dtype))
         return None if folded is None else F.linear(x, folded, b)
 
     def weight(self, proc, projection: str, adapter, weight: torch.Tensor,
