@@ -49,8 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, nargs="+", default=[4])
     p.add_argument("--mode", choices=["eager", "compile", "graph"], default="eager")
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
-                   help="floor | METHOD:N_BLOCKS[@IMPL] (ours; IMPL one of kernels.IMPLS) | peft_lora | peft_oft | "
-                        "peft_hra")
+                   help="floor | floor+fused_qkv (the frozen model after diffusers' fuse_qkv_projections) | "
+                        "METHOD:N_BLOCKS[@IMPL] (ours; IMPL one of kernels.IMPLS) | peft_lora | peft_oft | peft_hra")
     p.add_argument("--steps", type=int, default=10, help="timed steps per block")
     p.add_argument("--repeats", type=int, default=3, help="interleaved blocks per method")
     p.add_argument("--warmup", type=int, default=3)
@@ -68,6 +68,9 @@ def add_method(unet, name: str):
     """Put method ``name`` on ``unet`` (frozen); returns its trainable parameters (fp32)."""
     unet.requires_grad_(False)
     if name == "floor":
+        return []
+    if name == "floor+fused_qkv":  # the frozen model with diffusers' one-GEMM q/k/v (k/v) projections
+        unet.fuse_qkv_projections()
         return []
     if name.startswith("peft_"):
         from peft import HRAConfig, LoraConfig, OFTConfig, inject_adapter_in_model

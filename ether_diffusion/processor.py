@@ -101,7 +101,7 @@ class EtherAttnProcessor(nn.Module):
             return linear(x)
         step, impl = self._ether_step, self.impl
         if step is not None and impl in ("auto", "step"):  # the whole model's weights folded at once
-            y = step.linear(self, projection, adapter, linear, x)
+            y = step.linear(self, projection, linear, x)
             if y is not None:
                 return y
         if impl == "step":
@@ -109,6 +109,16 @@ class EtherAttnProcessor(nn.Module):
                                "frozen base weight (under torch.compile: the model compiled whole); use impl='auto'")
         p_in, p_out = adapter.params()
         return adapted_linear(x, linear.weight, linear.bias, self.method, p_in, p_out, impl=impl)
+
+    def project_many(self, attn: nn.Module, projections: tuple[str, ...], x: torch.Tensor) -> list[torch.Tensor]:
+        """[project(p, x) for p in projections]: one GEMM where the model's step fold holds their folded weights
+        side by side (``kernels.step``: q, k, v of self-attention, k, v of cross-attention)."""
+        step = self._ether_step
+        if step is not None and self.impl in ("auto", "step"):
+            ys = step.linear_many(self, projections, x)
+            if ys is not None:
+                return ys
+        return [self.project(attn, p, x) for p in projections]
 
     # ------------------------------------------------------------------ attention
     def _attend(self, attn, query, key, value, attention_mask, batch_size):
@@ -157,14 +167,18 @@ class EtherAttnProcessor(nn.Module):
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
-        project = self.project if ether_adapters is None else PerSampleProjector(self, ether_adapters, batch_size)
-        query = project(attn, "to_q", hidden_states)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = project(attn, "to_k", encoder_hidden_states)
-        value = project(attn, "to_v", encoder_hidden_states)
+        if ether_adapters is None:
+            project, many = self.project, self.project_many
+        else:
+            project = PerSampleProjector(self, ether_adapters, batch_size)
+            many = lambda attn, ps, x: [project(attn, p, x) for p in ps]  # noqa: E731
+        if encoder_hidden_states is None:  # self-attention: q, k, v share their input
+            query, key, value = many(attn, ("to_q", "to_k", "to_v"), hidden_states)
+        else:
+            query = project(attn, "to_q", hidden_states)
+            if attn.norm_cross:
+                encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+            key, value = many(attn, ("to_k", "to_v"), encoder_hidden_states)
 
         hidden_states = self._attend(attn, query, key, value, attention_mask, batch_size)
         hidden_states = project(attn, "to_out.0", hidden_states)

@@ -129,7 +129,9 @@ def attach(model: torch.nn.Module) -> None:
         return
     layers = [(proc, p, get_projection(model.get_submodule(name), p))
               for name, proc in state.processors.items() for p in proc.shapes]
-    group = StepFold(layers, state.config.method, state.config.n_blocks)
+    cross = frozenset(id(proc) for name, proc in state.processors.items()
+                      if getattr(model.get_submodule(name), "is_cross_attention", False))
+    group = StepFold(layers, state.config.method, state.config.n_blocks, cross)
     for i, (proc, p, _) in enumerate(layers):
         proc._ether_step = group
         proc._step_slots = {**getattr(proc, "_step_slots", {}), p: i}

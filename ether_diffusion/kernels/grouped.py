@@ -208,19 +208,20 @@ def make_plan(weights: list[torch.Tensor], prm: list[tuple], n: int):
 
 
 class StepFoldFn(torch.autograd.Function):
-    """params (flattened per layer) -> every layer's W' = H̃ W H, one output per layer."""
+    """params (flattened per layer) -> every layer's W' = H̃ W H as views of one flat buffer, one per ``shapes``
+    entry (a layer's (f, d), or several adjacent layers' (Σ f, d))."""
 
     @staticmethod
-    def forward(ctx, plan, dtype, su, sv, *params):
-        ctx.plan, ctx.su, ctx.sv = plan, su, sv
+    def forward(ctx, plan, dtype, su, sv, shapes, *params):
+        ctx.plan, ctx.su, ctx.sv, ctx.shapes = plan, su, sv, shapes
         flat, ctx.saved = plan.fold(dtype, su, sv)
-        return tuple(plan.split_weights(flat))
+        return tuple(split_weights(flat, shapes))
 
     @staticmethod
     def backward(ctx, *grads):
         plan = ctx.plan
         dtype = next(g.dtype for g in grads if g is not None)
         g = torch.cat([(gi if gi is not None else torch.zeros(s, device=plan.device, dtype=dtype)).reshape(-1)
-                       for gi, s in zip(grads, plan.shapes)])  # (total,) dL/dW', flat layout
+                       for gi, s in zip(grads, ctx.shapes)])  # (total,) dL/dW', flat layout
         out = plan.backward(g, ctx.saved, ctx.su, ctx.sv)
-        return (None, None, None, None, *plan.split_grads(out))
+        return (None, None, None, None, None, *plan.split_grads(out))

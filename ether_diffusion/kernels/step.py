@@ -11,6 +11,11 @@ in one pass (a launch per block width), when
 - gradients are on and the cached W' were folded without them.
 
 Without gradients W' stays valid across calls: unmerged sampling folds once, then runs at the merged model's speed.
+
+Projections that share their input (q, k, v of self-attention; k, v of cross-attention: ``SHARED``) and sit side by
+side in the flat buffer form one *segment*: their W' rows are adjacent, so ``linear_many`` runs them as one GEMM on
+a (Σ f, d) view, as diffusers' ``fuse_qkv_projections`` does for the frozen model (one GEMM forward, one for dx and
+one for dL/dW' backward, where three projections take three of each).
 Gradient checkpointing recomputes a layer inside the backward: that refolds once (same values); the gradients still
 flow through the forward's own fold. A call made while some layer does not hold its whole weight or parameters (a
 sharding wrapper such as FSDP swaps in partial views between its units' forwards) is not folded: that projection
@@ -32,12 +37,46 @@ import torch.nn.functional as F
 from . import _compiling, _on_device, autocast_dtype
 
 
-class StepFold:
-    """Every adapted layer of one model: ``layers`` = [(processor, projection name, nn.Linear)]."""
+SHARED = ("to_q", "to_k", "to_v")  # projections that may share an input (and so a segment)
 
-    def __init__(self, layers: list, method: str, n: int):
+
+def segments(layers: list, cross: frozenset = frozenset()) -> list[range]:
+    """Runs of adjacent layers of one processor, projections in ``SHARED`` order with one input width and no bias
+    (in a cross-attention processor, ``id(proc) in cross``, the query takes the hidden states alone):
+    [range of layer indices] covering every layer once (a layer alone where it fits no run)."""
+    out: list[range] = []
+    for i, (proc, p, lin) in enumerate(layers):
+        shares = p in SHARED and lin.bias is None and not (id(proc) in cross and p == "to_q")
+        if out and len(out[-1]) < len(SHARED) and shares:
+            j = out[-1][-1]
+            prev_proc, prev_p, prev_lin = layers[j]
+            if (prev_proc is proc and prev_p in SHARED and SHARED.index(prev_p) < SHARED.index(p)
+                    and prev_lin.bias is None and not (id(proc) in cross and prev_p == "to_q") and prev_lin.in_features == lin.in_features):
+                out[-1] = range(out[-1].start, i + 1)
+                continue
+        out.append(range(i, i + 1))
+    return out
+
+
+class StepFold:
+    """Every adapted layer of one model: ``layers`` = [(processor, projection name, nn.Linear)]; ``cross``: ids of
+    the cross-attention processors."""
+
+    def __init__(self, layers: list, method: str, n: int, cross: frozenset = frozenset()):
         self.layers = layers
         self.index = {(id(proc), p): i for i, (proc, p, _) in enumerate(layers)}
+        self.cross = cross
+        self.segments = segments(layers, cross)
+        # layer -> (its segment, first row, end row in the segment's (Σ f, d) view)
+        self.where: list[tuple[int, int, int]] = []
+        for k, seg in enumerate(self.segments):
+            r = 0
+            for i in seg:
+                f = layers[i][0].shapes[layers[i][1]][0]
+                self.where.append((k, r, r + f))
+                r += f
+        self.seg_shapes = [(self.where[seg[-1]][2], layers[seg[0]][0].shapes[layers[seg[0]][1]][1])
+                           for seg in self.segments]
         self.method, self.n = method, n
         self.su, self.sv = (-2.0, 0.0) if method == "ether" else (-1.0, 1.0)
         self.plan = self.plan_key = None
@@ -51,7 +90,10 @@ class StepFold:
         # cached W' are non-leaf tensors (not deep-copyable); a copy starts cold. In memo first: the layers' own
         # processors point back here
         new = memo[id(self)] = StepFold.__new__(StepFold)
-        new.__init__(copy.deepcopy(self.layers, memo), self.method, self.n)
+        layers = copy.deepcopy(self.layers, memo)
+        cross = frozenset(id(new_proc) for (proc, _, _), (new_proc, _, _) in zip(self.layers, layers)
+                          if id(proc) in self.cross)
+        new.__init__(layers, self.method, self.n, cross)
         return new
 
     def _whole(self, adapters: list) -> bool:
@@ -77,7 +119,7 @@ class StepFold:
         if key != self.plan_key:
             self.plan, self.plan_key = make_plan(weights, prm, self.n), key
         flat = [p for ps in prm for p in ps if p is not None]
-        self.weights = StepFoldFn.apply(self.plan, dtype, self.su, self.sv, *flat)
+        self.weights = StepFoldFn.apply(self.plan, dtype, self.su, self.sv, self.seg_shapes, *flat)  # per segment
         self.meta = [tuple((t, t._version, t.data_ptr()) for t in (*_tensors(a), w)) for a, w in zip(adapters, weights)]
         self.grad, self.dtype = torch.is_grad_enabled(), dtype
         self.handed = set()
@@ -95,40 +137,68 @@ class StepFold:
         from .ops import step_fold
 
         self.traced = step_fold(weights, [_flat(*a.params()) for a in adapters], self.n, self.su, self.sv,
-                                autocast_dtype(weights[0]))
+                                autocast_dtype(weights[0]), self.seg_shapes)
         self.left = len(self.layers)
         return True
 
-    def linear(self, proc, projection: str, adapter, linear, x: torch.Tensor) -> torch.Tensor | None:
+    def linear(self, proc, projection: str, linear, x: torch.Tensor) -> torch.Tensor | None:
         """``linear(x)`` with this layer's folded weight H̃ W H, or None where the step form does not apply (CPU
         tensors without triton's interpreter, a trainable base weight or bias, a layer not whole)."""
         w, b = linear.weight, linear.bias
+        if not _compiling() and (w.requires_grad or (b is not None and b.requires_grad) or not _on_device(x)):
+            return None
+        folded = self._take([self.index[(id(proc), projection)]], x)
+        return None if folded is None else F.linear(x, folded, b)
+
+    def linear_many(self, proc, projections: tuple[str, ...], x: torch.Tensor) -> list[torch.Tensor] | None:
+        """[linear_p(x) for p in projections] as one GEMM where they are one whole segment (``segments``) of
+        frozen, bias-free layers; else None (the caller takes them one by one)."""
+        idx = [self.index.get((id(proc), p)) for p in projections]
+        if None in idx or len(idx) < 2 or idx != list(self.segments[self.where[idx[0]][0]]):
+            return None
+        if not _compiling():
+            lins = [self.layers[i][2] for i in idx]
+            if not _on_device(x) or any(lin.weight.requires_grad or lin.bias is not None for lin in lins):
+                return None
+        folded = self._take(idx, x)  # (Σ f, d)
+        if folded is None:
+            return None
+        return list(F.linear(x, folded).split([self.where[i][2] - self.where[i][1] for i in idx], dim=-1))
+
+    def _take(self, idx: list[int], x: torch.Tensor) -> torch.Tensor | None:
+        # the folded weight of layers idx (adjacent, in one segment): a segment's view or rows of it
         if _compiling():
             if self.traced is None and not self.trace_fold():
                 return None
-            folded = self.traced[proc._step_slots[projection]]
-            self.left -= 1
-            if self.left == 0:  # every layer served: nothing left for the compiler to carry out of the graph
+            seg = self.traced[self.where[idx[0]][0]]
+            self.left -= len(idx)
+            if self.left <= 0:  # every layer served: nothing left for the compiler to carry out of the graph
                 self.traced = None
-            return F.linear(x, folded, b)
-        if w.requires_grad or (b is not None and b.requires_grad) or not _on_device(x):
-            return None
-        folded = self.weight(proc, projection, adapter, w, autocast_dtype(x, w.dtype))
-        return None if folded is None else F.linear(x, folded, b)
-
-    def weight(self, proc, projection: str, adapter, weight: torch.Tensor,
-               dtype: torch.dtype) -> torch.Tensor | None:
-        """The folded (f, d) weight of one layer (its ``ProjectionAdapter`` and frozen weight) in ``dtype``, or None
-        while some layer is not whole."""
-        i = self.index[(id(proc), projection)]
-        grad = torch.is_grad_enabled()
-        if (self.weights is None or dtype != self.dtype or (grad and (not self.grad or i in self.handed))
-                or not _unchanged(self.meta[i], adapter, weight)):
-            if not self._fold(dtype):
+        else:
+            seg = self.segment(idx, autocast_dtype(x, self.layers[idx[0]][2].weight.dtype))
+            if seg is None:
                 return None
-        w = self.weights[i]
+        k, r0, _ = self.where[idx[0]]
+        r1 = self.where[idx[-1]][2]
+        return seg if (r0, r1) == (0, seg.shape[0]) else seg[r0:r1]
+
+    def segment(self, idx: list[int], dtype: torch.dtype) -> torch.Tensor | None:
+        """The folded (Σ f, d) weight of the segment holding layers ``idx`` in ``dtype`` (fresh where any of them
+        changed or, with gradients, was already handed out in this forward), or None while some layer is not
+        whole."""
+        grad = torch.is_grad_enabled()
+        stale = self.weights is None or dtype != self.dtype or (grad and (not self.grad or not self.handed.isdisjoint(idx)))
+        if not stale:
+            for i in idx:
+                proc, p, lin = self.layers[i]
+                if not _unchanged(self.meta[i], proc.adapter(p), lin.weight):
+                    stale = True
+                    break
+        if stale and not self._fold(dtype):
+            return None
+        w = self.weights[self.where[idx[0]][0]]
         if grad:
-            self.handed.add(i)
+            self.handed.update(idx)
             return w
         return w.detach() if self.grad else w  # folded without gradients: no graph to cut
 

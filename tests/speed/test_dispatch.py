@@ -155,7 +155,7 @@ STEP_FOLD = textwrap.dedent("""
             prm.append(tuple(p_in + [None] * (2 - len(p_in)) + (p_out or [None, None])))
         plan = make_plan(weights, prm, n)
         flat = [p for ps in prm for p in ps if p is not None]
-        outs = StepFoldFn.apply(plan, torch.float32, su, sv, *flat)
+        outs = StepFoldFn.apply(plan, torch.float32, su, sv, plan.shapes, *flat)
         dys = [torch.randn(f, d) for f, d in shapes]
         grads = torch.autograd.grad(outs, flat, dys)
         refs = []
@@ -215,6 +215,12 @@ STEP_UNET = TINY + textwrap.dedent("""
             sample = torch.randn(2, 4, 16, 16, generator=gen).requires_grad_()
             text = torch.randn(2, 7, 32, generator=gen)
             opt = torch.optim.SGD(params, lr=0.1)
+            procs = ed.patch.get_state(unet).processors
+            group = next(iter(procs.values()))._ether_step
+            served = []  # what each shared-input call got: one GEMM (a list) or None (one by one)
+            if group is not None:
+                many = group.linear_many
+                group.linear_many = lambda *a: served.append(many(*a)) or served[-1]
             losses, grads = [], None
             for step in range(2):  # the second step must see the updated parameters
                 loss = unet(sample, 10, text).sample.square().mean()
@@ -224,8 +230,12 @@ STEP_UNET = TINY + textwrap.dedent("""
                 opt.step()
                 losses.append(loss.detach())
             out[impl] = (losses, grads)
-            group = next(iter(ed.patch.get_state(unet).processors.values()))._ether_step
             assert (group.weights is not None) == (impl == "auto")  # the step form ran (and only for auto)
+            if impl == "auto":  # q, k, v of self-attention and k, v of cross-attention: one GEMM each
+                cross = [unet.get_submodule(n).is_cross_attention for n in procs]
+                assert sorted(len(s) for s in group.segments) == sorted(
+                    [1] * len(cross) + [2 if c else 3 for c in cross] + [1] * sum(cross))
+                assert len(served) == 2 * len(procs) and all(isinstance(y, list) for y in served), served
         for a, b in zip(out["auto"][0], out["torch"][0]):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         for a, b in zip(out["auto"][1], out["torch"][1]):
