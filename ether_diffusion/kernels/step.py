@@ -58,25 +58,29 @@ def segments(layers: list, cross: frozenset = frozenset()) -> list[range]:
     return out
 
 
+def _layout(layers: list, cross: frozenset) -> tuple[list, list, list]:
+    # (segments, where: layer -> (its segment, first row, end row in the segment's (Σ f, d) view), (Σ f, d) per
+    # segment)
+    segs, where = segments(layers, cross), []
+    for k, seg in enumerate(segs):
+        r = 0
+        for i in seg:
+            f = layers[i][0].shapes[layers[i][1]][0]
+            where.append((k, r, r + f))
+            r += f
+    shapes = [(where[seg[-1]][2], layers[seg[0]][0].shapes[layers[seg[0]][1]][1]) for seg in segs]
+    return segs, where, shapes
+
+
 class StepFold:
     """Every adapted layer of one model: ``layers`` = [(processor, projection name, nn.Linear)]; ``cross``: ids of
     the cross-attention processors."""
 
-    def __init__(self, layers: list, method: str, n: int, cross: frozenset = frozenset()):
+    def __init__(self, layers: list, method: str, n: int, cross: frozenset = frozenset(), layout: tuple = None):
         self.layers = layers
         self.index = {(id(proc), p): i for i, (proc, p, _) in enumerate(layers)}
         self.cross = cross
-        self.segments = segments(layers, cross)
-        # layer -> (its segment, first row, end row in the segment's (Σ f, d) view)
-        self.where: list[tuple[int, int, int]] = []
-        for k, seg in enumerate(self.segments):
-            r = 0
-            for i in seg:
-                f = layers[i][0].shapes[layers[i][1]][0]
-                self.where.append((k, r, r + f))
-                r += f
-        self.seg_shapes = [(self.where[seg[-1]][2], layers[seg[0]][0].shapes[layers[seg[0]][1]][1])
-                           for seg in self.segments]
+        self.segments, self.where, self.seg_shapes = layout or _layout(layers, cross)
         self.method, self.n = method, n
         self.su, self.sv = (-2.0, 0.0) if method == "ether" else (-1.0, 1.0)
         self.plan = self.plan_key = None
@@ -93,7 +97,8 @@ class StepFold:
         layers = copy.deepcopy(self.layers, memo)
         cross = frozenset(id(new_proc) for (proc, _, _), (new_proc, _, _) in zip(self.layers, layers)
                           if id(proc) in self.cross)
-        new.__init__(layers, self.method, self.n, cross)
+        # the layout as it is: the copied processors are not filled in yet
+        new.__init__(layers, self.method, self.n, cross, (self.segments, self.where, self.seg_shapes))
         return new
 
     def _whole(self, adapters: list) -> bool:

@@ -251,6 +251,7 @@ def test_step_form_trains_a_tiny_unet_like_the_plain_path_under_the_cpu_interpre
 
 
 STEP_CACHE = textwrap.dedent("""
+    import copy
     import torch
     import ether_diffusion as ed
     from ether_diffusion import kernels
@@ -311,6 +312,12 @@ STEP_CACHE = textwrap.dedent("""
         last.to_q.weight.data = full
         check("whole again")
         assert group.weights is not None
+        clone = copy.deepcopy(unet)  # its processors point back to its own StepFold
+        assert clone._ether_step_fold is not group
+        assert next(iter(ed.patch.get_state(clone).processors.values()))._ether_step is clone._ether_step_fold
+        with torch.no_grad():
+            torch.testing.assert_close(outputs(clone, x, text), outputs(ref, x, text), rtol=1e-5, atol=1e-5)
+        assert clone._ether_step_fold.weights is not None  # the copy folded for itself
     print("ok")
 """)
 
