@@ -76,6 +76,8 @@ class StepFold:
     """Every adapted layer of one model: ``layers`` = [(processor, projection name, nn.Linear)]; ``cross``: ids of
     the cross-attention processors."""
 
+    share_inputs = True  # False: every projection its own GEMM (``linear_many`` declines; for A/B benchmarks)
+
     def __init__(self, layers: list, method: str, n: int, cross: frozenset = frozenset(), layout: tuple = None):
         self.layers = layers
         self.index = {(id(proc), p): i for i, (proc, p, _) in enumerate(layers)}
@@ -159,7 +161,7 @@ class StepFold:
         """[linear_p(x) for p in projections] as one GEMM where they are one whole segment (``segments``) of
         frozen, bias-free layers; else None (the caller takes them one by one)."""
         idx = [self.index.get((id(proc), p)) for p in projections]
-        if None in idx or len(idx) < 2 or idx != list(self.segments[self.where[idx[0]][0]]):
+        if not self.share_inputs or None in idx or len(idx) < 2 or idx != list(self.segments[self.where[idx[0]][0]]):
             return None
         if not _compiling():
             lins = [self.layers[i][2] for i in idx]
