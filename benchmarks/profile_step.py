@@ -107,7 +107,8 @@ def main(args):
         launches = sum(r[1] for r in rows) // args.steps
         mine = sum(r[2] for r in rows if any(m in r[0] for m in args.match)) / 1000 / args.steps
         print(f"{name:>14}: {plain:6.1f} ({wall:6.1f}) | {busy:8.1f} | {launches:6d} | {sum(host):7.1f} | "
-              f"{mine:6.2f}   (host fwd/bwd/opt {'/'.join(f'{h:.1f}' for h in host)}; warm-up {warm:.0f} s)", flush=True)
+              f"{mine:6.2f}   (host fwd/bwd/opt {'/'.join(f'{h:.1f}' for h in host)}; warm-up {warm:.0f} s)",
+              flush=True)
         per_kernel[name] = {r[0]: (r[1] / args.steps, r[2] / 1000 / args.steps) for r in rows}
         per_op[name] = {e.key: (e.count / args.steps, e.self_cpu_time_total / 1000 / args.steps)
                         for e in prof.key_averages()}

@@ -50,7 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--mode", choices=["eager", "compile", "graph"], default="eager")
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
                    help="floor | floor+fused_qkv (the frozen model after diffusers' fuse_qkv_projections) | "
-                        "METHOD:N_BLOCKS[@IMPL][/separate] (ours; IMPL one of kernels.IMPLS; /separate: no shared-input GEMM) | peft_lora | peft_oft | peft_hra")
+                        "METHOD:N_BLOCKS[@IMPL][/separate] (ours; IMPL one of kernels.IMPLS; /separate: no "
+                        "shared-input GEMM) | peft_lora | peft_oft | peft_hra")
     p.add_argument("--steps", type=int, default=10, help="timed steps per block")
     p.add_argument("--repeats", type=int, default=3, help="interleaved blocks per method")
     p.add_argument("--warmup", type=int, default=3)

@@ -44,14 +44,16 @@ def segments(layers: list, cross: frozenset = frozenset()) -> list[range]:
     """Runs of adjacent layers of one processor, projections in ``SHARED`` order with one input width and no bias
     (in a cross-attention processor, ``id(proc) in cross``, the query takes the hidden states alone):
     [range of layer indices] covering every layer once (a layer alone where it fits no run)."""
+
+    def shares(proc, p, lin) -> bool:
+        return p in SHARED and lin.bias is None and not (id(proc) in cross and p == "to_q")
+
     out: list[range] = []
     for i, (proc, p, lin) in enumerate(layers):
-        shares = p in SHARED and lin.bias is None and not (id(proc) in cross and p == "to_q")
-        if out and len(out[-1]) < len(SHARED) and shares:
-            j = out[-1][-1]
-            prev_proc, prev_p, prev_lin = layers[j]
-            if (prev_proc is proc and prev_p in SHARED and SHARED.index(prev_p) < SHARED.index(p)
-                    and prev_lin.bias is None and not (id(proc) in cross and prev_p == "to_q") and prev_lin.in_features == lin.in_features):
+        if i and shares(proc, p, lin):
+            prev_proc, prev_p, prev_lin = layers[i - 1]
+            if (prev_proc is proc and shares(prev_proc, prev_p, prev_lin)
+                    and SHARED.index(prev_p) < SHARED.index(p) and prev_lin.in_features == lin.in_features):
                 out[-1] = range(out[-1].start, i + 1)
                 continue
         out.append(range(i, i + 1))
@@ -161,7 +163,8 @@ class StepFold:
         """[linear_p(x) for p in projections] as one GEMM where they are one whole segment (``segments``) of
         frozen, bias-free layers; else None (the caller takes them one by one)."""
         idx = [self.index.get((id(proc), p)) for p in projections]
-        if not self.share_inputs or None in idx or len(idx) < 2 or idx != list(self.segments[self.where[idx[0]][0]]):
+        if (not self.share_inputs or None in idx or len(idx) < 2
+                or idx != list(self.segments[self.where[idx[0]][0]])):
             return None
         if not _compiling():
             lins = [self.layers[i][2] for i in idx]
@@ -185,8 +188,7 @@ class StepFold:
             seg = self.segment(idx, autocast_dtype(x, self.layers[idx[0]][2].weight.dtype))
             if seg is None:
                 return None
-        k, r0, _ = self.where[idx[0]]
-        r1 = self.where[idx[-1]][2]
+        r0, r1 = self.where[idx[0]][1], self.where[idx[-1]][2]
         return seg if (r0, r1) == (0, seg.shape[0]) else seg[r0:r1]
 
     def segment(self, idx: list[int], dtype: torch.dtype) -> torch.Tensor | None:
@@ -194,7 +196,8 @@ class StepFold:
         changed or, with gradients, was already handed out in this forward), or None while some layer is not
         whole."""
         grad = torch.is_grad_enabled()
-        stale = self.weights is None or dtype != self.dtype or (grad and (not self.grad or not self.handed.isdisjoint(idx)))
+        stale = (self.weights is None or dtype != self.dtype
+                 or (grad and (not self.grad or not self.handed.isdisjoint(idx))))
         if not stale:
             for i in idx:
                 proc, p, lin = self.layers[i]

@@ -447,3 +447,25 @@ def test_step_form_under_torch_compile_is_one_custom_op_per_forward_under_the_cp
     optimiser steps the losses and gradients (input and parameters) equal the plain path's, as does a compiled
     no-grad forward after them; ``remove_ether`` takes the hooks off."""
     run_interpreted(f"METHODS = ({method!r},)\n" + COMPILE_STEP, timeout=900)
+
+
+def test_segments_group_the_projections_that_share_an_input():
+    """q, k, v of a self-attention processor form one segment; in a cross-attention processor only k, v do (the
+    query reads the hidden states), even where the widths match; a bias or another width ends a run."""
+    from ether_diffusion.kernels.step import segments
+
+    class Proc:
+        pass
+
+    def layer(proc, name, d, bias=False):
+        return (proc, name, torch.nn.Linear(d, 4, bias=bias))
+
+    self_attn, cross, other = Proc(), Proc(), Proc()
+    layers = [layer(self_attn, p, 8) for p in ("to_q", "to_k", "to_v")] + [layer(self_attn, "to_out.0", 4, True)]
+    layers += [layer(cross, p, 8) for p in ("to_q", "to_k", "to_v")] + [layer(cross, "to_out.0", 4, True)]
+    layers += [layer(other, "to_q", 8), layer(other, "to_k", 8, bias=True), layer(other, "to_v", 8),
+               layer(other, "to_out.0", 4)]
+    runs = [(r.start, r.stop) for r in segments(layers, frozenset([id(cross)]))]
+    assert runs == [(0, 3), (3, 4), (4, 5), (5, 7), (7, 8), (8, 9), (9, 10), (10, 11), (11, 12)]
+    runs = [(r.start, r.stop) for r in segments(layers)]  # no processor marked cross: q, k, v together
+    assert runs[:4] == [(0, 3), (3, 4), (4, 7), (7, 8)]
