@@ -132,9 +132,8 @@ def attach(model: torch.nn.Module) -> None:
     cross = frozenset(id(proc) for name, proc in state.processors.items()
                       if getattr(model.get_submodule(name), "is_cross_attention", False))
     group = StepFold(layers, state.config.method, state.config.n_blocks, cross)
-    for i, (proc, p, _) in enumerate(layers):
+    for proc, _, _ in layers:
         proc._ether_step = group
-        proc._step_slots = {**getattr(proc, "_step_slots", {}), p: i}
     model._ether_step_fold = group
     model.register_forward_pre_hook(clear)  # what a compiled forward folded never reaches the next one
     model.register_forward_hook(clear)

@@ -89,10 +89,6 @@ class Layout:
     def po(self, p: torch.Tensor | None) -> int:
         return _offset(p, self.pbase) if p is not None else 0
 
-    def split_weights(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """flat (total,) -> per-layer (f, d) views."""
-        return split_weights(flat, self.shapes)
-
     def split_grads(self, buf: torch.Tensor) -> list[torch.Tensor]:
         """buf (grad_total,) -> per-parameter views, in the order of the flattened ``prm``."""
         return split_grads(buf, self.param_shapes)

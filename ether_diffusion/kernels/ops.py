@@ -131,10 +131,10 @@ step_fold_op.register_autograd(_step_backward, setup_context=_step_setup)
 
 
 def step_fold(weights: list[torch.Tensor], prm: list[tuple], n: int, su: float, sv: float,
-              dtype: torch.dtype, shapes: list[tuple] | None = None) -> list[torch.Tensor]:
-    """Every layer's W' = H̃ W H as views of one flat buffer, through ``ether_diffusion::step_fold``: one (f, d) view
-    per layer, or one per ``shapes`` entry (adjacent layers' (Σ f, d)); ``prm[l]`` = (u_in, v_in, u_out, v_out),
-    None where absent (all layers alike)."""
+              dtype: torch.dtype, shapes: list[tuple]) -> list[torch.Tensor]:
+    """Every layer's W' = H̃ W H through ``ether_diffusion::step_fold``, as one view of the flat buffer per ``shapes``
+    entry (a layer's (f, d), or adjacent layers' (Σ f, d)); ``prm[l]`` = (u_in, v_in, u_out, v_out), None where
+    absent (all layers alike)."""
     params = [p for ps in prm for p in ps if p is not None]
     flat, _ = step_fold_op(weights, params, n, su, sv, dtype)
-    return split_weights(flat, shapes or [tuple(w.shape) for w in weights])
+    return split_weights(flat, shapes)

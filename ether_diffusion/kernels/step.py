@@ -12,14 +12,15 @@ in one pass (a launch per block width), when
 
 Without gradients W' stays valid across calls: unmerged sampling folds once, then runs at the merged model's speed.
 
-Projections that share their input (q, k, v of self-attention; k, v of cross-attention: ``SHARED``) and sit side by
-side in the flat buffer form one *segment*: their W' rows are adjacent, so ``linear_many`` runs them as one GEMM on
-a (Σ f, d) view, as diffusers' ``fuse_qkv_projections`` does for the frozen model (one GEMM forward, one for dx and
-one for dL/dW' backward, where three projections take three of each).
 Gradient checkpointing recomputes a layer inside the backward: that refolds once (same values); the gradients still
 flow through the forward's own fold. A call made while some layer does not hold its whole weight or parameters (a
 sharding wrapper such as FSDP swaps in partial views between its units' forwards) is not folded: that projection
 takes the per-layer form instead.
+
+Projections that share their input (q, k, v of self-attention; k, v of cross-attention: ``SHARED``) and sit side by
+side in the flat buffer form one *segment*: their W' rows are adjacent, so ``linear_many`` runs them as one GEMM on
+a (Σ f, d) view, as diffusers' ``fuse_qkv_projections`` does for the frozen model (one GEMM forward, one for dx and
+one for dL/dW' backward, where three projections take three of each).
 
 Under ``torch.compile`` (the model compiled whole) the same fold runs as one custom op (``ops.step_fold``) at the
 forward's first adapted projection, and the W' are dropped once every layer has taken its own: the compiled graph
