@@ -91,6 +91,9 @@ def add_method(unet, name: str):
     ed.apply_ether(unet, ed.EtherConfig(method, int(n or 4), init_seed=0))
     kernels.set_impl(unet, impl or "auto")
     if separate:  # each projection its own GEMM, also where q, k, v (k, v) share their input
+        if not hasattr(unet, "_ether_step_fold"):
+            raise SystemExit(f"{name}/separate: only ether / ether_plus on CUDA with triton run the step fold, "
+                             "whose shared-input GEMM /separate turns off")
         unet._ether_step_fold.share_inputs = False
     return ed.ether_parameters(unet)
 
