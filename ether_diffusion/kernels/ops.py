@@ -77,7 +77,10 @@ def _layers(weights: list[torch.Tensor], params: list[torch.Tensor]) -> list[tup
 
 
 def _plan(weights: list[torch.Tensor], params: list[torch.Tensor], n: int):
-    key = (n, *((t.data_ptr(), t.dtype, *t.shape, *t.stride()) for t in (*weights, *params)))
+    # runs in every compiled forward and backward, over up to 640 tensors: addresses, and the weights' shapes,
+    # strides and dtypes, which with n and the parameter count fix every parameter's shape (one method per model)
+    key = (n, len(params), *[(w.data_ptr(), w.shape, w.stride(), w.dtype) for w in weights],
+           *[p.data_ptr() for p in params])
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) >= 4:
