@@ -66,7 +66,7 @@ def folded_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 # ---------------------------------------------------------------------------------------- the whole model at once
-_PLANS: dict[tuple, object] = {}  # (addresses, shapes, strides, n) -> plan; a few models at most
+_PLANS: dict[tuple, object] = {}  # key of _plan -> plan; a few models at most
 
 
 def _layers(weights: list[torch.Tensor], params: list[torch.Tensor]) -> list[tuple]:
@@ -78,8 +78,9 @@ def _layers(weights: list[torch.Tensor], params: list[torch.Tensor]) -> list[tup
 
 def _plan(weights: list[torch.Tensor], params: list[torch.Tensor], n: int):
     # runs in every compiled forward and backward, over up to 640 tensors: addresses, and the weights' shapes,
-    # strides and dtypes, which with n and the parameter count fix every parameter's shape (one method per model)
-    key = (n, len(params), *[(w.data_ptr(), w.shape, w.stride(), w.dtype) for w in weights],
+    # strides and dtypes, which with n and the parameter count fix every parameter's shape (one method per model);
+    # the parameters share one dtype (a plan asserts it), so the first one's stands for all
+    key = (n, len(params), params[0].dtype, *[(w.data_ptr(), w.shape, w.stride(), w.dtype) for w in weights],
            *[p.data_ptr() for p in params])
     plan = _PLANS.get(key)
     if plan is None:
