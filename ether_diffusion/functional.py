@@ -181,12 +181,18 @@ def adapted_linear(
     return y if bias is None else y + bias
 
 
-def fold_weight(weight: torch.Tensor, method: str, params_in: Params, params_out: Params | None = None) -> torch.Tensor:
-    """The merged weight ``H̃ W H`` (f, d), computed with ``transform`` (the forward math) in float32 or wider."""
+def fold_weight(weight: torch.Tensor, method: str, params_in: Params | None,
+                params_out: Params | None = None) -> torch.Tensor:
+    """The merged weight ``H̃ W H`` (f, d), computed with ``transform`` (the forward math) in float32 or wider.
+
+    Either side may be None (that map is the identity): ``fold_weight(A, m, p_in)`` is ``A H``,
+    ``fold_weight(B, m, None, p_out)`` is ``H̃ B``.
+    """
     dtype = torch.promote_types(weight.dtype, torch.float32)
     w = weight.to(dtype)
-    # rows of W H are w_j H = (Hᵀ w_jᵀ)ᵀ: the transposed transform on the rows of W
-    w = transform(w, method, {k: p.to(dtype) for k, p in params_in.items()}, transpose=True)  # (f, d)
+    if params_in is not None:
+        # rows of W H are w_j H = (Hᵀ w_jᵀ)ᵀ: the transposed transform on the rows of W
+        w = transform(w, method, {k: p.to(dtype) for k, p in params_in.items()}, transpose=True)  # (f, d)
     if params_out is not None:
         # H̃ W = (Wᵀ H̃ᵀ)ᵀ: the plain transform on the rows of Wᵀ
         w = transform(w.t(), method, {k: p.to(dtype) for k, p in params_out.items()}).t()  # (f, d)

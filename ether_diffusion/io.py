@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from . import functional as Fn
 from .config import EtherConfig
-from .patch import _split, adapter_state_dict, apply_ether, get_state, target_layers
-from .processor import DEFAULT_ADAPTER
+from .patch import _split, adapter_state_dict, apply_ether, check_loaded, get_state, target_layers
+from .processor import DEFAULT_ADAPTER, check_adapter_name
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -44,11 +44,13 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def save_ether(model: nn.Module, path: str | os.PathLike, adapter_name: str | None = None) -> Path:
-    """Write the (active or named) adapter of ``model`` to the folder ``path``; returns the folder."""
+    """Write the (active or named) adapter of ``model`` to the folder ``path``; returns the folder.
+
+    An unknown ``adapter_name`` is refused before anything is written."""
     state = get_state(model)
+    tensors = {k: v.float().cpu().contiguous() for k, v in adapter_state_dict(model, adapter_name).items()}
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.float().cpu().contiguous() for k, v in adapter_state_dict(model, adapter_name).items()}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -131,6 +133,8 @@ def load_ether(model: nn.Module, path: str | os.PathLike, adapter_name: str | No
     With ``adapter_name``, the adapter is added under that name next to those already loaded (same method and
     block count) and made active; without it, it replaces the active adapter's values.
     """
+    if adapter_name is not None:
+        check_adapter_name(adapter_name)
     config, meta, tensors = read_adapter(path)
     _check_fits(model, config, meta, tensors, where=f"adapter {str(path)!r}")
     state = get_state(model, required=False)
@@ -152,6 +156,6 @@ def load_ether(model: nn.Module, path: str | os.PathLike, adapter_name: str | No
         layer, side, name = key.rsplit(".", 2)
         attn_name, p = _split(layer)
         adapter = state.processors[attn_name].adapter(p)
-        target = (adapter.p_in if side == "in" else adapter.p_out)[name]
+        target = adapter.side(side)[name]
         target.copy_(t.to(target.dtype))
     return model

@@ -8,20 +8,27 @@ for the whole batch: no weight copies, no merging.
     load_ether(pipe.unet, "cat_adapter", adapter_name="cat")
     pipe(["a sks dog", "a sks cat", "a dog"], cross_attention_kwargs={"ether_adapters": ["dog", "cat", "none"]})
 
-``ether_adapters`` holds one name per sample of the UNet batch, or one per image of the conditional half: with
-classifier-free guidance the pipeline runs [unconditional, conditional] halves and the list is tiled, so each sample's
-unconditional pass uses that sample's adapter. ``"none"`` (or None) runs the base model for that sample.
+``ether_adapters`` lists one name per image, in the order the pipeline returns images (prompt-major: with
+``num_images_per_prompt=k`` the k images of prompt 0 come first), or one name per prompt; ``"none"`` (or None) runs
+the base model for that image. The model's forward hook reads it in diffusers' batch order: the images once, or
+[uncond; cond] under classifier-free guidance (each image's unconditional pass uses its adapter). Where the length
+leaves open whether a batch of 2n is guidance or two images per prompt, the batch is guidance exactly when its two
+halves are equal (as ``torch.cat([latents] * 2)`` makes them; one device sync per forward);
+``cross_attention_kwargs={"ether_images_per_prompt": k}`` states k outright. Any other length is refused.
 
 Two forms compute a mixed batch (``EtherAttnProcessor.mixed_form``):
 
 - ``"fold"`` (default at inference, i.e. without gradients): each sample's adapter is folded into its own copy of
   the weight once, ``W_i = H̃_i W H_i`` (the base ``W`` for "none"), and each projection is one batched matmul
-  ``y_i = W_i x_i + b``. The folded stack (B, f, d) is kept while the names, the parameters and the weights stay
-  the same, so a sampling loop folds once: per step this costs one ``bmm`` where a single adapter costs one
-  ``linear``. Memory: one weight copy per sample of the UNet batch for each adapted projection (SD 1.5, bf16, the
+  ``y_i = W_i x_i + b``. The folded stack (B, f, d) is built in every call (nothing is kept to the next step, so
+  values written behind autograd's back are always seen): per projection one fold per adapter (O(U f d)), one
+  gather and one ``bmm`` where a single adapter costs one ``linear``. Memory: one weight copy per sample of the UNet batch for each adapted projection (SD 1.5, bf16, the
   four attention projections: ~190 MB per sample, so ~3 GB for 8 prompts with classifier-free guidance).
 - ``"act"`` (always with gradients): the maps act per sample on the activations and the shared weight is used once
   for the whole batch: no weight copies, several small kernels per projection.
+
+A projection that is not a bare ``nn.Linear`` (a LoRA layer, an offload hook) always takes the activation form around
+a call of the module (``compose_per_sample``).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ import torch.nn.functional as F
 
 from . import functional as Fn
 from .kernels import autocast_dtype
+from .projection import call_without_bias, get_projection, is_plain
+from .state import UnknownAdapterError, get_state
 
 NONE = "none"
 MIXED_FORMS = ("fold", "act")
@@ -95,21 +104,70 @@ def adapted_linear_per_sample(x: torch.Tensor, weight: torch.Tensor, bias: torch
 
 
 # ------------------------------------------------------------------ processor side
-def expand_names(names: Sequence[str | None], batch: int) -> list[str]:
-    """One adapter name per sample of a batch of ``batch``: as given, or tiled when the batch is a multiple (CFG)."""
+def expand_names(names: Sequence[str | None], batch: int, images_per_prompt: int | None = None,
+                 guidance: bool | None = None) -> list[str]:
+    """One adapter name per sample of a UNet batch of ``batch``, in diffusers' batch order.
+
+    ``names`` has one name per image, or one per prompt with ``images_per_prompt`` (k). The images are
+    prompt-major (the k images of prompt 0 first), and under classifier-free guidance the batch is
+    [uncond; cond], each half holding every image once. ``guidance`` says whether the batch is such a pair of
+    halves (None: not known, which is enough wherever the length alone decides). Without ``images_per_prompt``,
+    k is batch / len(names) (halved under guidance). Any other length is refused.
+    """
     names = [NONE if n is None else str(n) for n in names]
-    if not names or batch % len(names):
-        raise ValueError(f"ether_adapters has {len(names)} names for a batch of {batch}: give one per sample, or "
-                         "one per image of the conditional half when classifier-free guidance doubles the batch")
-    return names * (batch // len(names))
+    wanted = ("give one name per image (prompt-major, as the pipeline returns them), or one per prompt with "
+              "cross_attention_kwargs ether_images_per_prompt=num_images_per_prompt")
+    if not names:
+        raise ValueError(f"ether_adapters is empty; {wanted}")
+    if images_per_prompt is not None:
+        k = images_per_prompt
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"ether_images_per_prompt must be a positive integer, got {k!r}")
+        n = len(names) * k
+        halves = batch == 2 * n and guidance is not False
+        if batch != n and not halves:
+            raise ValueError(f"ether_adapters has {len(names)} names x {k} images per prompt = {n} images, but "
+                             f"the UNet batch is {batch} (it must be {n}, or {2 * n} under guidance)")
+    else:
+        if batch % len(names):
+            raise ValueError(f"ether_adapters has {len(names)} names for a UNet batch of {batch}; {wanted}")
+        r = batch // len(names)
+        if r > 1 and r % 2 == 0 and guidance is None:
+            raise ValueError(f"ether_adapters has {len(names)} names for a UNet batch of {batch}: whether that is "
+                             f"classifier-free guidance is not known here; pass ether_images_per_prompt")
+        halves = r % 2 == 0 and bool(guidance)
+        k = r // 2 if halves else r
+    per_image = [name for name in names for _ in range(k)]  # prompt-major
+    return per_image * 2 if halves else per_image
+
+
+def resolve_names(names: Sequence[str | None], sample: torch.Tensor, images_per_prompt: int | None = None
+                  ) -> list[str]:
+    """``expand_names`` for the UNet input ``sample`` (B, ...): a batch read as [uncond; cond] must have equal
+    halves, as diffusers' pipelines build it (``torch.cat([latents] * 2)``), else it is not guidance.
+
+    The halves are compared (one device sync) only where the length leaves it open."""
+    batch = sample.shape[0]
+    n = len(names) * (images_per_prompt or 1)
+    open_ = (batch == 2 * n) if images_per_prompt is not None else (
+        batch % max(len(names), 1) == 0 and batch // max(len(names), 1) % 2 == 0)
+    guidance = None
+    if open_:
+        guidance = bool(torch.equal(sample[: batch // 2], sample[batch // 2:]))
+        if images_per_prompt is not None and not guidance:
+            raise ValueError(f"the UNet batch of {batch} is twice the {n} images of ether_adapters but its halves "
+                             "differ, so it is not classifier-free guidance's [uncond; cond]; give one name per "
+                             "image of the batch")
+    return expand_names(names, batch, images_per_prompt, guidance)
 
 
 class PerSampleProjector:
-    """Computes a processor's projections with a per-sample choice among its named adapters."""
+    """Computes a processor's projections with a per-sample choice among its named adapters (``names``: one per
+    sample of the batch)."""
 
-    def __init__(self, proc: nn.Module, names: Sequence[str | None], batch: int):
+    def __init__(self, proc: nn.Module, names: Sequence[str]):
         self.proc = proc
-        self.names = expand_names(names, batch)
+        self.names = list(names)
         unknown = sorted({n for n in self.names if n != NONE and n not in proc.adapters})
         if unknown:
             raise KeyError(f"ether_adapters names {unknown} are not loaded; loaded: {sorted(proc.adapters)} "
@@ -118,61 +176,41 @@ class PerSampleProjector:
         self.lookup = [fallback if n == NONE else n for n in self.names]
         self.active = None
 
-    def _cached(self, store: str, projection: str, key: tuple, adapters: tuple, tensors: list, build):
-        """``build()`` once for (projection, key), kept in ``proc.<store>`` while ``adapters`` are the same modules
-        and neither their parameters nor ``tensors`` changed (``_version``, storage).
-
-        The check on a hit is cheap: a sampling step makes ~100 such calls and is otherwise bound by the host.
-        """
-        cache = self.proc.__dict__.setdefault(store, {})
-        hit = cache.get(projection)
-        if (hit is not None and hit[0] == key and all(a is b for a, b in zip(hit[1], adapters))
-                and all(t._version == v and t.data_ptr() == ptr for t, v, ptr in hit[2])):
-            return hit[3]
-        cache.pop(projection, None)  # free the previous value before building the next
-        value = build()
-        watched = [t for a in adapters for t in a.parameters()] + list(tensors)
-        cache[projection] = (key, adapters, [(t, t._version, t.data_ptr()) for t in watched], value)
-        return value
-
-    def _stack(self, projection: str) -> tuple[dict, dict | None]:
-        """The activation form's parameters, stacked per sample (B, ...); kept across calls at inference."""
+    def _stack(self, projection: str, call: bool = False) -> tuple[dict, dict | None]:
+        """The activation form's parameters, stacked per sample (B, ...). ``call``: read them through each
+        adapter's module call (its hooks run: offload)."""
         adapters = {n: self.proc.adapter(projection, n) for n in set(self.lookup)}
-
-        def build():
-            return stack_params([adapters[n].params() for n in self.lookup])
-
-        if torch.is_grad_enabled():  # a new graph every call
-            return build()
-        used = tuple(sorted(adapters))
-        return self._cached("_per_sample_cache", projection, tuple(self.lookup),
-                            tuple(adapters[n] for n in used), [], build)
+        params = {n: (a() if call else a.params()) for n, a in adapters.items()}
+        return stack_params([params[n] for n in self.lookup])
 
     def _folded(self, projection: str, linear: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
-        """(B, f, d): sample i's weight ``H̃ W H`` (``W`` for "none"), kept while nothing it depends on changes."""
-        used = tuple(sorted(set(self.names) - {NONE}))
-        adapters = tuple(self.proc.adapter(projection, n) for n in used)
+        """(B, f, d): sample i's weight ``H̃ W H`` (``W`` for "none"), folded once per adapter."""
+        used = sorted(set(self.names) - {NONE})
+        if used:
+            folded = fold_per_adapter(linear.weight, self.proc.method,
+                                      *stack_params([self.proc.adapter(projection, n).params() for n in used]))
+        else:
+            folded = linear.weight[None][:0]  # (U, f, d)
+        options = torch.cat([folded.to(dtype), linear.weight.to(dtype)[None]])  # (U + 1, f, d): last = "none"
+        slot = {n: i for i, n in enumerate(used)}
+        index = torch.tensor([slot.get(n, len(used)) for n in self.names], device=options.device)
+        return options.index_select(0, index)  # (B, f, d)
 
-        def build():
-            if adapters:
-                folded = fold_per_adapter(linear.weight, self.proc.method,
-                                          *stack_params([a.params() for a in adapters]))  # (U, f, d)
-            else:
-                folded = linear.weight[None][:0]
-            options = torch.cat([folded.to(dtype), linear.weight.to(dtype)[None]])  # (U + 1, f, d): last = "none"
-            slot = {n: i for i, n in enumerate(used)}
-            index = torch.tensor([slot.get(n, len(used)) for n in self.names], device=options.device)
-            return options.index_select(0, index)  # (B, f, d)
-
-        key = (tuple(self.names), dtype, linear.weight.device)
-        return self._cached("_mixed_fold_cache", projection, key, adapters, [linear.weight], build)
+    def _active(self, x: torch.Tensor) -> torch.Tensor:
+        if self.active is None or self.active.device != x.device:
+            self.active = torch.tensor([n != NONE for n in self.names], device=x.device)
+        return self.active
 
     def __call__(self, attn: nn.Module, projection: str, x: torch.Tensor) -> torch.Tensor:
-        from .processor import get_projection
-
         linear = get_projection(attn, projection)
-        if self.proc.adapter(projection, self.lookup[0]) is None:
+        first = self.proc.adapter(projection, self.lookup[0])
+        if first is None:
             return linear(x)
+        if not is_plain(linear) or any(self.proc.adapter(projection, n)._forward_pre_hooks
+                                       for n in set(self.lookup)):
+            # wrapped or hooked: the maps act per sample around a call of the module
+            p_in, p_out = self._stack(projection, call=True)
+            return compose_per_sample(x, linear, self.proc.method, p_in, p_out, self._active(x))
         if self.proc.mixed_form == "fold" and not torch.is_grad_enabled():
             dtype = autocast_dtype(x, linear.weight.dtype)
             w = self._folded(projection, linear, dtype)  # (B, f, d)
@@ -183,37 +221,43 @@ class PerSampleProjector:
                 y = torch.baddbmm(linear.bias.to(dtype), xb, w.mT)  # (B, N, f)
             return y.reshape(*x.shape[:-1], w.shape[1])
         p_in, p_out = self._stack(projection)
-        if self.active is None or self.active.device != x.device:
-            self.active = torch.tensor([n != NONE for n in self.names], device=x.device)
-        return adapted_linear_per_sample(x, linear.weight, linear.bias, self.proc.method, p_in, p_out, self.active)
+        return adapted_linear_per_sample(x, linear.weight, linear.bias, self.proc.method, p_in, p_out,
+                                         self._active(x))
+
+
+def compose_per_sample(x: torch.Tensor, linear: nn.Module, method: str, p_in: dict, p_out: dict | None,
+                       active: torch.Tensor) -> torch.Tensor:
+    """``projection.compose_linear`` with parameters stacked per sample (B, ...): x (B, N, d) -> (B, N, f); sample
+    i with ``active[i]`` false runs the module alone."""
+    keep = active.view(-1, *([1] * (x.dim() - 1)))  # (B, 1, 1)
+    h = torch.where(keep, transform_per_sample(x, method, p_in), x)
+    if p_out is None:
+        return linear(h)
+    z, b = call_without_bias(linear, h)
+    y = torch.where(keep, transform_per_sample(z, method, p_out), z)
+    return y if b is None else y + b
 
 
 # ------------------------------------------------------------------ model-level helpers
 def adapter_names(model: nn.Module) -> list[str]:
     """Names of the adapters loaded in ``model``."""
-    from .patch import get_state
-
     procs = list(get_state(model).processors.values())
     return list(procs[0].adapters) if procs else []
 
 
 def set_active_adapter(model: nn.Module, name: str) -> None:
     """Use the named adapter for every sample (merge_ether folds the active one)."""
-    from .patch import get_state
-
     names = adapter_names(model)
     if get_state(model).merged:
         raise RuntimeError("unmerge_ether(model) before switching adapters: the merged weights hold the active one")
     if name not in names:
-        raise KeyError(f"adapter {name!r} is not loaded; loaded: {names}")
+        raise UnknownAdapterError(f"adapter {name!r} is not loaded; loaded: {names}")
     for proc in get_state(model).processors.values():
         proc.active = name
 
 
 def set_mixed_form(model: nn.Module, form: str) -> None:
     """How mixed-adapter batches run at inference: "fold" (default) or "act" (see the module docstring)."""
-    from .patch import get_state
-
     if form not in MIXED_FORMS:
         raise ValueError(f"mixed form {form!r} is unknown; choose one of {MIXED_FORMS}")
     for proc in get_state(model).processors.values():

@@ -1,38 +1,33 @@
 """apply / merge / unmerge / remove ETHER-family adapters on any diffusers model with `Attention` layers.
 
-Works on `UNet2DConditionModel` (SD 1.x / 2.x) and `ControlNetModel`: processors are installed with the model's
-`set_attn_processor`, and the bookkeeping lives in a plain attribute ``model._ether`` (an `EtherState`).
+Works on `UNet2DConditionModel` (SD 1.x / 2.x) and `ControlNetModel`: processors are installed on each adapted
+`Attention`, and the bookkeeping lives in a plain attribute ``model._ether`` (an `EtherState`). ``hooks`` keeps
+diffusers' own switches (attention slicing, xformers, processor changes, ``save_pretrained``) from turning the
+adapter off silently.
+
+Composition with a LoRA (PEFT / diffusers, e.g. ``pipe.load_lora_weights``) on the same projection, in either order:
+the processor calls the projection module on the transformed input, so the LoRA sees the reflected input,
+``y = H̃ (W + s B A) H x + b``. ``merge_ether`` folds the maps into ``W`` and into the LoRA's factors
+(``W <- H̃ W H``, ``A <- A H``, ``B <- H̃ B``), which leaves every output unchanged at any LoRA scale ``s``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from types import MethodType
 
 import torch
 import torch.nn as nn
 
 from . import functional as Fn
+from . import hooks
 from .config import PROJECTIONS, EtherConfig
-from .processor import EtherAttnProcessor, get_projection
 from .kernels import attach, detach
+from .processor import EtherAttnProcessor, check_adapter_name
+from .projection import get_projection
+from .state import STATE_ATTR, EtherError, EtherState, UnknownAdapterError, get_state
 
-STATE_ATTR = "_ether"
-
-
-class EtherError(RuntimeError):
-    """ETHER was used on a model in the wrong state (not applied, applied twice, already merged...)."""
-
-
-@dataclass
-class EtherState:
-    config: EtherConfig
-    layers: dict[str, tuple[int, int]]  # "<attn>.<projection>" -> (out_features, in_features)
-    original_processors: dict  # processor name -> the processor found at apply time
-    processors: dict[str, EtherAttnProcessor]  # attention module name -> our processor
-    requires_grad: dict[str, bool]  # base parameter name -> its flag before apply
-    merged: bool = False
-    saved_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # for exact unmerge of non-involutions
-    attention: str = "sdpa"
+__all__ = ["EtherError", "EtherState", "adapter_state_dict", "apply_ether", "attention_modules", "ether_parameters",
+           "get_state", "merge_ether", "remove_ether", "target_layers", "unmerge_ether"]
 
 
 # ------------------------------------------------------------------ discovery
@@ -68,13 +63,6 @@ def target_layers(model: nn.Module, config: EtherConfig) -> dict[str, tuple[int,
     return layers
 
 
-def get_state(model: nn.Module, required: bool = True) -> EtherState | None:
-    state = getattr(model, STATE_ATTR, None)
-    if state is None and required:
-        raise EtherError("no ETHER adapter on this model; call apply_ether(model, config) or load_ether first")
-    return state
-
-
 def _split(layer: str) -> tuple[str, str]:
     # "a.b.attn1.to_out.0" -> ("a.b.attn1", "to_out.0")
     for p in PROJECTIONS:
@@ -84,14 +72,16 @@ def _split(layer: str) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------ apply / remove
-def apply_ether(model: nn.Module, config: EtherConfig, attention: str = "sdpa") -> nn.Module:
+def apply_ether(model: nn.Module, config: EtherConfig, attention: str | None = None) -> nn.Module:
     """Install ETHER processors on every attention layer with a targeted projection; freeze everything else.
 
-    Adapter parameters are float32 on the device of the model. ``attention`` is "sdpa" (default) or "xformers".
+    Adapter parameters are float32 on the device of the model, and stay at least float32 when it is cast.
+    ``attention`` is "sdpa" or "xformers"; None keeps what the model's processors use (attention slicing too).
+    Layers whose processor is not one of diffusers' stock ones (an IP-Adapter's, fused projections) are refused.
     """
     if get_state(model, required=False) is not None:
         raise EtherError("this model already has an ETHER adapter; remove_ether(model) first")
-    if attention not in ("sdpa", "xformers"):
+    if attention not in (None, "sdpa", "xformers"):
         raise ValueError(f"attention must be 'sdpa' or 'xformers', got {attention!r}")
     if attention == "xformers":
         try:
@@ -106,14 +96,34 @@ def apply_ether(model: nn.Module, config: EtherConfig, attention: str = "sdpa") 
     for layer, shape in layers.items():
         attn_name, p = _split(layer)
         by_attn.setdefault(attn_name, {})[p] = shape
-    processors = {name: EtherAttnProcessor(config.method, config.n_blocks, shapes, generator, attention).to(device)
-                  for name, shapes in by_attn.items()}
+    attentions = {name: model.get_submodule(name) for name in by_attn}
+    original = {name: attn.processor for name, attn in attentions.items()}
+    processors = {}
+    for name, shapes in by_attn.items():
+        proc = EtherAttnProcessor(config.method, config.n_blocks, shapes, generator)
+        try:
+            proc.adopt(original[name])  # slicing / xformers carried over; anything else refused
+        except EtherError:
+            raise EtherError(f"{name} uses {type(original[name]).__name__}, which ETHER would replace; apply ETHER "
+                             "on diffusers' stock processors (unload the IP-Adapter, unfuse_qkv_projections) or "
+                             "load it after merge_ether") from None
+        if attention is not None:
+            proc.attention = attention
+        processors[name] = proc.to(device)
 
-    original = dict(model.attn_processors)
     requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
     model.requires_grad_(False)
-    model.set_attn_processor({k: processors.get(k[: -len(".processor")], proc) for k, proc in original.items()})
-    setattr(model, STATE_ATTR, EtherState(config, layers, original, processors, requires_grad, attention=attention))
+    state = EtherState(config, layers, original, processors, requires_grad, attentions,
+                       attention=attention or "sdpa")
+    setattr(model, STATE_ATTR, state)
+    for name, attn in attentions.items():
+        hooks.install(attn, processors[name])
+        attn.set_processor = MethodType(hooks.set_processor, attn)
+    for method, guard in hooks.GUARDED_MODEL_METHODS.items():
+        if hasattr(type(model), method):
+            setattr(model, method, MethodType(guard, model))
+    model.register_forward_pre_hook(hooks.on_forward, with_kwargs=True)
+    model.register_load_state_dict_post_hook(hooks.drop_missing_adapter_keys)
     attach(model)  # the fused step-fold path (kernels/): one shared fold per model, lazy, nothing on CPU
     return model
 
@@ -125,11 +135,25 @@ def ether_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def remove_ether(model: nn.Module) -> nn.Module:
-    """Take the adapter off: unmerge if merged, restore the original processors and ``requires_grad`` flags."""
+    """Take the adapter off: unmerge if merged, restore the processors (with the attention options set since) and
+    the ``requires_grad`` flags, and every hook ``apply_ether`` installed."""
     state = get_state(model)
     if state.merged:
         unmerge_ether(model)
-    model.set_attn_processor(dict(state.original_processors))
+    for name, attn in state.attentions.items():
+        proc, original = state.processors[name], state.original_processors[name]
+        stock = proc.stock()
+        same = type(stock) is type(original) and getattr(stock, "slice_size", None) == getattr(
+            original, "slice_size", None)
+        hooks.install(attn, original if same else stock)
+        attn.__dict__.pop("set_processor", None)
+    for method in hooks.GUARDED_MODEL_METHODS:
+        model.__dict__.pop(method, None)
+    for registry, hook in ((model._forward_pre_hooks, hooks.on_forward),
+                           (model._load_state_dict_post_hooks, hooks.drop_missing_adapter_keys)):
+        for k in [k for k, h in registry.items() if h is hook]:
+            del registry[k]
+            model._forward_pre_hooks_with_kwargs.pop(k, None)
     detach(model)
     for n, p in model.named_parameters():
         p.requires_grad_(state.requires_grad.get(n, p.requires_grad))
@@ -138,54 +162,118 @@ def remove_ether(model: nn.Module) -> nn.Module:
 
 
 # ------------------------------------------------------------------ merge / unmerge
+def _weights(module: nn.Module, layer: str) -> dict[str, nn.Parameter]:
+    """The tensors ``merge_ether`` folds into, by name: "weight" (the base ``W``) and, for a PEFT LoRA layer,
+    "lora_A.<adapter>" / "lora_B.<adapter>". Raises for anything it cannot fold into exactly."""
+    base, factors = module, {}
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # peft is a dependency; without it there are no LoRA layers to fold into
+        LoraLayer = ()
+    if isinstance(module, LoraLayer):
+        base = module.get_base_layer()
+        variants = [n for n, on in getattr(module, "use_dora", {}).items() if on] + list(
+            getattr(module, "lora_variant", {}))
+        if variants:
+            raise EtherError(f"merge_ether cannot fold into {layer}: LoRA variant (e.g. DoRA) adapters "
+                             f"{sorted(set(variants))} do not commute with the reflection")
+        for name in module.lora_A:
+            factors[f"lora_A.{name}"] = module.lora_A[name].weight
+            factors[f"lora_B.{name}"] = module.lora_B[name].weight
+    if type(base) is not nn.Linear:
+        raise EtherError(f"merge_ether cannot fold into {layer}: it is a {type(module).__name__}; only nn.Linear "
+                         "and PEFT LoRA projections are merged")
+    tensors = {"weight": base.weight, **factors}
+    if any(t.device.type == "meta" for t in tensors.values()):
+        raise EtherError(f"merge_ether needs every weight in memory, but {layer} is offloaded (meta); merge before "
+                         "enable_sequential_cpu_offload / accelerate.cpu_offload")
+    return tensors
+
+
+def _fold(name: str, t: torch.Tensor, method: str, p_in, p_out) -> torch.Tensor:
+    # the base weight gets both maps, a LoRA's A (r, d) the input map (A H), its B (f, r) the output map (H̃ B)
+    if name == "weight":
+        return Fn.fold_weight(t, method, p_in, p_out)
+    if name.startswith("lora_A."):
+        return Fn.fold_weight(t, method, p_in)
+    return t if p_out is None else Fn.fold_weight(t, method, None, p_out)
+
+
 @torch.no_grad()
 def merge_ether(model: nn.Module) -> nn.Module:
-    """Fold the active adapter into the projection weights and restore the original processors.
+    """Fold the active adapter into the projection weights (and into the factors of a LoRA on the same
+    projections) and install diffusers' stock processors: the merged model runs at the base model's speed.
 
-    The merged model runs at exactly the base model's speed. ``ether`` unmerges by reflecting again; the other
-    methods keep a copy of each original weight so that ``unmerge_ether`` restores it bit for bit.
+    The original tensors are kept on the CPU, so ``unmerge_ether`` restores them bit for bit in any dtype.
     """
     state = get_state(model)
     if state.merged:
         raise EtherError("the ETHER adapter is already merged")
-    for attn_name, proc in state.processors.items():
-        attn = model.get_submodule(attn_name)
-        for p in proc.shapes:
-            linear = get_projection(attn, p)
-            p_in, p_out = proc.adapter(p).params()
-            if state.config.method != "ether":
-                state.saved_weights[f"{attn_name}.{p}"] = linear.weight.detach().clone()
-            linear.weight.copy_(Fn.fold_weight(linear.weight, state.config.method, p_in, p_out))
-    model.set_attn_processor(dict(state.original_processors))
+    method = state.config.method
+    plan = [(f"{attn_name}.{p}", proc, p, _weights(get_projection(state.attentions[attn_name], p), f"{attn_name}.{p}"))
+            for attn_name, proc in state.processors.items() for p in proc.shapes]  # validated before any change
+    for layer, proc, p, tensors in plan:
+        p_in, p_out = proc.adapter(p).params()
+        state.saved_weights[layer] = {n: t.detach().to("cpu", copy=True) for n, t in tensors.items()}
+        for n, t in tensors.items():
+            t.copy_(_fold(n, t, method, p_in, p_out))
+    for name, attn in state.attentions.items():
+        hooks.install(attn, state.processors[name].stock())
     state.merged = True
     return model
 
 
 @torch.no_grad()
 def unmerge_ether(model: nn.Module) -> nn.Module:
-    """Give back the original weights and reinstall the ETHER processors."""
+    """Give back the original weights (and LoRA factors) exactly and reinstall the ETHER processors, keeping the
+    attention options set while merged (slicing, xformers)."""
     state = get_state(model)
     if not state.merged:
         raise EtherError("the ETHER adapter is not merged")
+    plan = []
     for attn_name, proc in state.processors.items():
-        attn = model.get_submodule(attn_name)
-        proc.to(next(attn.parameters()).device)
+        attn = state.attentions[attn_name]
+        probe = EtherAttnProcessor(proc.method, proc.n_blocks, {})  # parameter-free: checks the current processor
+        try:
+            probe.adopt(attn.processor)
+        except EtherError:
+            raise EtherError(f"{attn_name} now uses {type(attn.processor).__name__}, which the ETHER processor "
+                             "would replace; unload it (e.g. unload_ip_adapter) before unmerge_ether") from None
         for p in proc.shapes:
-            linear = get_projection(attn, p)
-            if state.config.method == "ether":
-                p_in, _ = proc.adapter(p).params()
-                linear.weight.copy_(Fn.unfold_weight(linear.weight, "ether", p_in))
-            else:
-                linear.weight.copy_(state.saved_weights.pop(f"{attn_name}.{p}"))
-    original = dict(model.attn_processors)
-    model.set_attn_processor({k: state.processors.get(k[: -len(".processor")], v) for k, v in original.items()})
+            layer = f"{attn_name}.{p}"
+            tensors, saved = _weights(get_projection(attn, p), layer), state.saved_weights[layer]
+            added = sorted(n.split(".", 1)[1] for n in set(tensors) - set(saved))
+            if added:
+                raise EtherError(f"LoRA adapters {added} were added to {layer} while the ETHER adapter was merged; "
+                                 "unmerging would change what they compute: remove them before unmerge_ether")
+            plan.append((layer, tensors))
+    for layer, tensors in plan:
+        saved = state.saved_weights.pop(layer)
+        for n, t in tensors.items():
+            t.copy_(saved[n])
+    for name, attn in state.attentions.items():
+        proc = state.processors[name]
+        proc.adopt(attn.processor)
+        proc.to(next(attn.parameters()).device)
+        hooks.install(attn, proc)
     state.merged = False
     return model
+
+
+def check_loaded(model: nn.Module, adapter_name: str | None) -> None:
+    """Raise ``UnknownAdapterError`` (one line) unless ``adapter_name`` is None or a loaded adapter."""
+    if adapter_name is None:
+        return
+    procs = list(get_state(model).processors.values())
+    loaded = list(procs[0].adapters) if procs else []
+    if adapter_name not in loaded:
+        raise UnknownAdapterError(f"adapter {adapter_name!r} is not loaded; loaded: {loaded}")
 
 
 def adapter_state_dict(model: nn.Module, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
     """'<attn>.<projection>.<in|out>.<param>' -> tensor, for one named adapter (the active one by default)."""
     state = get_state(model)
+    check_loaded(model, adapter_name)
     out: dict[str, torch.Tensor] = {}
     for attn_name, proc in state.processors.items():
         for p in proc.shapes:
@@ -195,3 +283,5 @@ def adapter_state_dict(model: nn.Module, adapter_name: str | None = None) -> dic
                     out[f"{attn_name}.{p}.{side}.{k}"] = t.detach()
     return out
 
+
+__all__ += ["check_adapter_name", "check_loaded"]

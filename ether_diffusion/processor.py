@@ -15,44 +15,74 @@ import torch.nn.functional as F
 from . import functional as Fn
 from .functional import OUTPUT_SIDE_METHODS
 from .kernels import _compiling, adapted_linear
-from .multi import PerSampleProjector
+from .state import EtherError
+from .multi import NONE, PerSampleProjector, expand_names
+from .projection import compose_linear, get_projection, is_plain
 
 DEFAULT_ADAPTER = "default"
 
 
+PROJECTION_KEYS = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "out"}
+
+
 def projection_key(projection: str) -> str:
-    """'to_out.0' -> 'to_out_0' (module names cannot hold dots)."""
-    return projection.replace(".", "_")
-
-
-def get_projection(attn: nn.Module, projection: str) -> nn.Linear:
-    return attn.to_out[0] if projection == "to_out.0" else getattr(attn, projection)
+    """'to_q' -> 'q', 'to_out.0' -> 'out': the adapter's own module names, which no LoRA target such as 'to_q'
+    or 'to_out.0' matches (PEFT matches target names as suffixes of every module name of the model)."""
+    return PROJECTION_KEYS[projection]
 
 
 class ProjectionAdapter(nn.Module):
-    """Parameters of one adapted projection: an input-side set and, for ETHER+, an output-side set."""
+    """Parameters of one adapted projection: an input-side set (``in_<name>``) and, for ETHER+, an output-side set
+    (``out_<name>``), held directly so that a hook placed on this module (accelerate's offload) brings them in.
+
+    They stay at least float32 when the model is cast (``model.to(torch.float16)``), as PEFT keeps its adapters.
+    """
 
     def __init__(self, method: str, in_features: int, out_features: int, n_blocks: int,
                  generator: torch.Generator | None = None):
         super().__init__()
         self.method = method
-        self.p_in = nn.ParameterDict(
-            {k: nn.Parameter(t) for k, t in Fn.init_params(method, in_features, n_blocks, generator).items()})
-        self.p_out = None
+        for k, t in Fn.init_params(method, in_features, n_blocks, generator).items():
+            self.register_parameter(f"in_{k}", nn.Parameter(t))
+        self.in_keys = tuple(Fn.param_shapes(method, in_features, n_blocks))
+        self.out_keys: tuple[str, ...] = ()
         if method in OUTPUT_SIDE_METHODS:
-            self.p_out = nn.ParameterDict(
-                {k: nn.Parameter(t) for k, t in Fn.init_params(method, out_features, n_blocks, generator).items()})
+            for k, t in Fn.init_params(method, out_features, n_blocks, generator).items():
+                self.register_parameter(f"out_{k}", nn.Parameter(t))
+            self.out_keys = tuple(Fn.param_shapes(method, out_features, n_blocks))
 
     def params(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-        # the registered parameters themselves (a plain dict copy: this runs for every projection call)
-        p_in = dict(self.p_in._parameters)
-        return p_in, (dict(self.p_out._parameters) if self.p_out is not None else None)
+        """(p_in, p_out): the registered parameters themselves, read directly (no hooks run)."""
+        ps = self._parameters
+        p_in = {k: ps["in_" + k] for k in self.in_keys}
+        return p_in, ({k: ps["out_" + k] for k in self.out_keys} if self.out_keys else None)
+
+    def forward(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """``params()`` through this module's hooks: an offloaded adapter is brought to the execution device."""
+        return self.params()
+
+    def side(self, side: str) -> dict[str, nn.Parameter]:
+        """The parameters of one side, "in" or "out", by their short name ("u", "v", ...)."""
+        keys = self.in_keys if side == "in" else self.out_keys
+        return {k: self._parameters[f"{side}_{k}"] for k in keys}
+
+    def _apply(self, fn, recurse=True):
+        # a cast below float32 (model.half(), model.to(torch.bfloat16)) moves the parameters but keeps their dtype
+        def keep_float32(t):
+            out = fn(t)
+            if t.is_floating_point() and out.is_floating_point() and out.dtype.itemsize < 4 <= t.dtype.itemsize:
+                return t.to(device=out.device)
+            return out
+
+        return super()._apply(keep_float32, recurse)
 
 
 class EtherAttnProcessor(nn.Module):
     """An `nn.Module` attention processor holding one or more named adapters for the projections of its layer.
 
     ``shapes`` maps projection names ('to_q', 'to_k', 'to_v', 'to_out.0') to ``(out_features, in_features)``.
+    ``attention`` is "sdpa" or "xformers"; ``slice_size`` computes attention in slices of that many (batch x head)
+    rows, as diffusers' ``SlicedAttnProcessor`` does (``unet.set_attention_slice``).
     """
 
     impl = "auto"  # how projections are computed: see ether_diffusion.kernels (fused Triton kernels on CUDA)
@@ -60,18 +90,20 @@ class EtherAttnProcessor(nn.Module):
     mixed_form = "fold"  # how a mixed-adapter batch is computed at inference: "fold" or "act" (ether_diffusion.multi)
 
     def __init__(self, method: str, n_blocks: int, shapes: dict[str, tuple[int, int]],
-                 generator: torch.Generator | None = None, attention: str = "sdpa"):
+                 generator: torch.Generator | None = None, attention: str = "sdpa", slice_size: int | None = None):
         super().__init__()
         self.method = method
         self.n_blocks = n_blocks
         self.shapes = dict(shapes)
         self.attention = attention
+        self.slice_size = slice_size
         self.adapters = nn.ModuleDict()
         self.active = DEFAULT_ADAPTER
         self._lookup: dict = {}  # (adapter name, projection) -> (its group, its ProjectionAdapter or None)
         self.add_adapter(DEFAULT_ADAPTER, generator)
 
     def add_adapter(self, name: str, generator: torch.Generator | None = None) -> None:
+        check_adapter_name(name)
         self.adapters[name] = nn.ModuleDict({
             projection_key(p): ProjectionAdapter(self.method, d, f, self.n_blocks, generator)
             for p, (f, d) in self.shapes.items()
@@ -93,12 +125,41 @@ class EtherAttnProcessor(nn.Module):
             self._lookup[(name, projection)] = (group, found)
         return found
 
+    # ------------------------------------------------------------------ diffusers' processor switches
+    def adopt(self, processor) -> None:
+        """Take over what a stock diffusers processor set on this layer would change, keeping the adapter on:
+        ``AttnProcessor`` / ``AttnProcessor2_0`` (plain attention), ``SlicedAttnProcessor`` (its slice size),
+        ``XFormersAttnProcessor`` (xformers). Any other processor would switch the adapter off: refused."""
+        from diffusers.models import attention_processor as ap
+
+        kind = type(processor)
+        if kind in (ap.AttnProcessor, ap.AttnProcessor2_0):
+            self.slice_size, self.attention = None, "sdpa"
+        elif kind is ap.SlicedAttnProcessor:
+            self.slice_size = processor.slice_size
+        elif kind is ap.XFormersAttnProcessor:
+            self.slice_size, self.attention = None, "xformers"
+        else:
+            raise EtherError(f"{kind.__name__} would replace an ETHER processor and switch the adapter off; "
+                             "merge_ether(model) first (the adapter then lives in the weights) or remove_ether(model)")
+
+    def stock(self):
+        """The stock diffusers processor that computes this layer's attention as this one does, without adapter."""
+        from diffusers.models import attention_processor as ap
+
+        if self.slice_size is not None:
+            return ap.SlicedAttnProcessor(self.slice_size)
+        return ap.XFormersAttnProcessor() if self.attention == "xformers" else ap.AttnProcessor2_0()
+
     # ------------------------------------------------------------------ projections
     def project(self, attn: nn.Module, projection: str, x: torch.Tensor) -> torch.Tensor:
         linear = get_projection(attn, projection)
         adapter = self.adapter(projection)
         if adapter is None:
             return linear(x)
+        if not is_plain(linear) or adapter._forward_pre_hooks or "forward" in adapter.__dict__:
+            # wrapped or hooked (a LoRA layer, offload): the module is called on the transformed input
+            return compose_linear(x, linear, self.method, *adapter())
         step, impl = self._ether_step, self.impl
         if step is not None and impl in ("auto", "step"):  # the whole model's weights folded at once
             y = step.linear(self, projection, linear, x)
@@ -115,7 +176,7 @@ class EtherAttnProcessor(nn.Module):
         side by side (``kernels.step``: q, k, v of self-attention, k, v of cross-attention)."""
         step = self._ether_step
         if step is not None and self.impl in ("auto", "step"):
-            ys = step.linear_many(self, projections, x)
+            ys = step.linear_many(self, projections, [get_projection(attn, p) for p in projections], x)
             if ys is not None:
                 return ys
         return [self.project(attn, p, x) for p in projections]
@@ -131,27 +192,34 @@ class EtherAttnProcessor(nn.Module):
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
+        if self.slice_size is not None:
+            out = _sliced(query, key, value, attention_mask, self.slice_size, self._attention_fn(head_dim))
+        else:
+            out = self._attention_fn(head_dim)(query, key, value, attention_mask)
+        # (B, H, N, D) -> (B, N, H*D)
+        return out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+
+    def _attention_fn(self, head_dim: int):
+        # (q, k, v (B, H, N, D), additive mask broadcast to (B, H, Nq, Nk) or None) -> (B, H, Nq, D)
         if self.attention == "xformers":
             import xformers.ops as xops
 
-            # xformers takes (B, N, H, D) and an additive bias broadcast to (B, H, Nq, Nk)
-            bias = None
-            if attention_mask is not None:
-                bias = attention_mask.expand(-1, attn.heads, query.shape[2], -1)
-            out = xops.memory_efficient_attention(
-                query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), attn_bias=bias,
-                scale=1.0 / math.sqrt(head_dim)).transpose(1, 2)
-        else:
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
-                                                 is_causal=False)
-        # (B, H, N, D) -> (B, N, H*D)
-        return out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+            def xformers_attention(q, k, v, mask):
+                # xformers takes (B, N, H, D) and an additive bias broadcast to (B, H, Nq, Nk)
+                bias = None if mask is None else mask.expand(-1, q.shape[1], q.shape[2], -1)
+                return xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                       attn_bias=bias, scale=1.0 / math.sqrt(head_dim)).transpose(1, 2)
+
+            return xformers_attention
+        return lambda q, k, v, mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0,
+                                                                    is_causal=False)
 
     def forward(self, attn: nn.Module, hidden_states: torch.Tensor,
                 encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 temb: torch.Tensor | None = None, ether_adapters: list[str | None] | None = None,
-                **kwargs) -> torch.Tensor:
-        """diffusers' attention with adapted projections; ``ether_adapters`` picks an adapter per sample."""
+                ether_images_per_prompt: int | None = None, **kwargs) -> torch.Tensor:
+        """diffusers' attention with adapted projections; ``ether_adapters`` picks an adapter per sample (one
+        name per sample here: the model's forward hook expands per-image or per-prompt lists, ``multi``)."""
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -170,7 +238,8 @@ class EtherAttnProcessor(nn.Module):
         if ether_adapters is None:
             project, many = self.project, self.project_many
         else:
-            project = PerSampleProjector(self, ether_adapters, batch_size)
+            names = expand_names(ether_adapters, batch_size, ether_images_per_prompt)
+            project = PerSampleProjector(self, names)
             many = lambda attn, ps, x: [project(attn, p, x) for p in ps]  # noqa: E731
         if encoder_hidden_states is None:  # self-attention: q, k, v share their input
             query, key, value = many(attn, ("to_q", "to_k", "to_v"), hidden_states)
@@ -192,3 +261,21 @@ class EtherAttnProcessor(nn.Module):
 
     # diffusers inspects `processor.__call__` to decide which cross_attention_kwargs to pass
     __call__ = forward
+
+
+def _sliced(query, key, value, mask, slice_size: int, attention):
+    """``attention`` over (batch x head) rows in slices of ``slice_size``: (B, H, N, D) -> (B, H, Nq, D)."""
+    b, h = query.shape[:2]
+    q, k, v = (t.reshape(b * h, 1, *t.shape[2:]) for t in (query, key, value))  # (B*H, 1, N, D)
+    m = None if mask is None else mask.expand(b, h, -1, -1).reshape(b * h, 1, *mask.shape[2:])
+    out = torch.cat([attention(q[i:i + slice_size], k[i:i + slice_size], v[i:i + slice_size],
+                               None if m is None else m[i:i + slice_size])
+                     for i in range(0, b * h, slice_size)])  # (B*H, 1, Nq, D)
+    return out.reshape(b, h, *out.shape[2:])
+
+
+def check_adapter_name(name: str) -> None:
+    """Adapter names are non-empty strings other than "none" (the base model in ``ether_adapters``)."""
+    if not isinstance(name, str) or not name or name == NONE:
+        raise EtherError(f"adapter name {name!r} is not allowed: {NONE!r} stands for the base model in "
+                         "ether_adapters; choose another name")

@@ -119,24 +119,32 @@ def adapted_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 def attach(model: torch.nn.Module) -> None:
     """Share one ``StepFold`` among the processors of ``model`` (called by ``apply_ether``; cheap, lazy)."""
-    from ..patch import get_state
-    from ..processor import get_projection
+    from ..projection import get_projection
+    from ..state import get_state
     from .step import StepFold, clear
 
     detach(model)
     state = get_state(model)
     if state.config.method not in FUSED_METHODS or not triton_available():
         return
-    layers = [(proc, p, get_projection(model.get_submodule(name), p))
+    # each projection's own nn.Linear (a LoRA layer's base layer): the step form serves a projection while that
+    # very module is called bare (``projection.is_plain``)
+    layers = [(proc, p, _base(get_projection(model.get_submodule(name), p)))
               for name, proc in state.processors.items() for p in proc.shapes]
     cross = frozenset(id(proc) for name, proc in state.processors.items()
                       if getattr(model.get_submodule(name), "is_cross_attention", False))
     group = StepFold(layers, state.config.method, state.config.n_blocks, cross)
+    group.forwards = state.forwards
     for proc, _, _ in layers:
         proc._ether_step = group
     model._ether_step_fold = group
     model.register_forward_pre_hook(clear)  # what a compiled forward folded never reaches the next one
     model.register_forward_hook(clear)
+
+
+def _base(module: torch.nn.Module) -> torch.nn.Module:
+    get_base = getattr(module, "get_base_layer", None)
+    return get_base() if get_base is not None else module
 
 
 def detach(model: torch.nn.Module) -> None:
@@ -151,7 +159,7 @@ def detach(model: torch.nn.Module) -> None:
 
 def set_impl(model: torch.nn.Module, impl: str) -> None:
     """Use ``impl`` (one of IMPLS) for every ETHER processor of ``model`` (the default is "auto")."""
-    from ..patch import get_state
+    from ..state import get_state
 
     if impl not in IMPLS:
         raise ValueError(f"impl={impl!r} is unknown; choose one of {IMPLS}")

@@ -5,12 +5,15 @@ A model prepared by ``apply_ether`` carries one ``StepFold`` shared by its proce
 adapted projection asks it for its folded weight W' and runs ``F.linear(x, W', b)``. All layers are refolded at once,
 in one pass (a launch per block width), when
 
-- a new forward starts with gradients on (a layer asks twice: the previous W' belong to a used autograd graph),
-- any parameter or frozen weight changed in place (optimiser step, load, merge / unmerge: ``_version``), or was
-  replaced (another active adapter), or the compute dtype changed,
+- a forward of the model begins (its forward pre-hook counts forwards: ``patch.apply_ether``): a value written
+  behind autograd's back between two forwards (``param.data.copy_``, as diffusers' ``EMAModel.copy_to`` does)
+  changes no ``_version``, so no W' outlives the forward that folded it,
+- a layer asks twice with gradients on (gradient checkpointing's recompute),
+- any parameter or frozen weight changed in place within the forward (``_version``), or was replaced (another active
+  adapter), or the compute dtype changed,
 - gradients are on and the cached W' were folded without them.
 
-Without gradients W' stays valid across calls: unmerged sampling folds once, then runs at the merged model's speed.
+A sampling step without gradients folds once and runs every projection at the merged model's speed.
 
 Gradient checkpointing recomputes a layer inside the backward: that refolds once (same values); the gradients still
 flow through the forward's own fold. A call made while some layer does not hold its whole weight or parameters (a
@@ -35,6 +38,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from ..projection import is_plain
 from . import _compiling, _on_device, autocast_dtype
 
 
@@ -80,6 +84,7 @@ class StepFold:
     the cross-attention processors."""
 
     share_inputs = True  # False: every projection its own GEMM (``linear_many`` declines; for A/B benchmarks)
+    forwards = None  # the model's forward counter (``kernels.attach``): a fold serves one forward
 
     def __init__(self, layers: list, method: str, n: int, cross: frozenset = frozenset(), layout: tuple = None):
         self.layers = layers
@@ -110,9 +115,9 @@ class StepFold:
         # every layer holds its whole (f, d) weight and full-size parameters (stops at the first that does not)
         for (proc, p, lin), adapter in zip(self.layers, adapters):
             f, d = proc.shapes[p]
-            if tuple(lin.weight.shape) != (f, d) or any(t.numel() != d for t in adapter.p_in._parameters.values()):
+            if tuple(lin.weight.shape) != (f, d) or any(t.numel() != d for t in adapter.side("in").values()):
                 return False
-            if adapter.p_out is not None and any(t.numel() != f for t in adapter.p_out._parameters.values()):
+            if any(t.numel() != f for t in adapter.side("out").values()):
                 return False
         return True
 
@@ -132,8 +137,14 @@ class StepFold:
         self.weights = StepFoldFn.apply(self.plan, dtype, self.su, self.sv, self.seg_shapes, *flat)  # per segment
         self.meta = [tuple((t, t._version, t.data_ptr()) for t in (*_tensors(a), w)) for a, w in zip(adapters, weights)]
         self.grad, self.dtype = torch.is_grad_enabled(), dtype
+        self.forward = self.forwards.count if self.forwards is not None else None
         self.handed = set()
         return True
+
+    def _new_forward(self) -> bool:
+        # a forward of the model began since the last fold: values written behind autograd's back
+        # (``param.data.copy_``: diffusers' EMAModel.copy_to) change no version, so no fold outlives its forward
+        return self.forwards is not None and self.forward != self.forwards.count
 
     def trace_fold(self) -> bool:
         """Under torch.compile, at the first adapted projection of a forward: every layer's W' through one custom
@@ -153,19 +164,26 @@ class StepFold:
 
     def linear(self, proc, projection: str, linear, x: torch.Tensor) -> torch.Tensor | None:
         """``linear(x)`` with this layer's folded weight H̃ W H, or None where the step form does not apply (CPU
-        tensors without triton's interpreter, a trainable base weight or bias, a layer not whole)."""
+        tensors without triton's interpreter, a trainable base weight or bias, a layer not whole, a module other
+        than the one folded: the caller checks that ``linear`` is bare, ``projection.is_plain``)."""
+        i = self.index.get((id(proc), projection))
+        if i is None or self.layers[i][2] is not linear:
+            return None
         w, b = linear.weight, linear.bias
         if not _compiling() and (w.requires_grad or (b is not None and b.requires_grad) or not _on_device(x)):
             return None
-        folded = self._take([self.index[(id(proc), projection)]], x)
+        folded = self._take([i], x)
         return None if folded is None else F.linear(x, folded, b)
 
-    def linear_many(self, proc, projections: tuple[str, ...], x: torch.Tensor) -> list[torch.Tensor] | None:
+    def linear_many(self, proc, projections: tuple[str, ...], modules: list, x: torch.Tensor
+                    ) -> list[torch.Tensor] | None:
         """[linear_p(x) for p in projections] as one GEMM where they are one whole segment (``segments``) of
-        frozen, bias-free layers; else None (the caller takes them one by one)."""
+        frozen, bias-free layers, each called bare (``modules``: the projections' modules now); else None (the
+        caller takes them one by one)."""
         idx = [self.index.get((id(proc), p)) for p in projections]
         if (not self.share_inputs or None in idx or len(idx) < 2
-                or idx != list(self.segments[self.where[idx[0]][0]])):
+                or idx != list(self.segments[self.where[idx[0]][0]])
+                or any(m is not self.layers[i][2] or not is_plain(m) for i, m in zip(idx, modules))):
             return None
         if not _compiling():
             lins = [self.layers[i][2] for i in idx]
@@ -197,7 +215,7 @@ class StepFold:
         changed or, with gradients, was already handed out in this forward), or None while some layer is not
         whole."""
         grad = torch.is_grad_enabled()
-        stale = (self.weights is None or dtype != self.dtype
+        stale = (self.weights is None or dtype != self.dtype or self._new_forward()
                  or (grad and (not self.grad or not self.handed.isdisjoint(idx))))
         if not stale:
             for i in idx:
@@ -221,9 +239,8 @@ def clear(model, *args) -> None:
 
 
 def _tensors(adapter) -> tuple:
-    # the adapter's parameters in a fixed order: input side, then output side
-    out = adapter.p_out
-    return (*adapter.p_in._parameters.values(), *(out._parameters.values() if out is not None else ()))
+    # the adapter's parameters in a fixed order: input side, then output side (their registration order)
+    return tuple(adapter._parameters.values())
 
 
 def _same(meta: tuple, k: int, t: torch.Tensor) -> bool:
@@ -235,13 +252,10 @@ def _unchanged(meta: tuple, adapter, weight: torch.Tensor) -> bool:
     # the adapter's parameters and the weight are the very tensors of ``meta`` [(tensor, _version, data_ptr)],
     # unmodified (plain loops: this runs for every projection call)
     k, last = 0, len(meta) - 1
-    for side in (adapter.p_in, adapter.p_out):
-        if side is None:
-            continue
-        for t in side._parameters.values():
-            if k == last or not _same(meta, k, t):
-                return False
-            k += 1
+    for t in adapter._parameters.values():
+        if k == last or not _same(meta, k, t):
+            return False
+        k += 1
     return k == last and _same(meta, k, weight)
 
 

@@ -78,7 +78,7 @@ def test_processor_owns_parameters_and_they_get_gradients():
     proc = EtherAttnProcessor("ether", 4, shapes(attn))
     attn.set_processor(proc)
     names = {n for n, _ in attn.named_parameters()}
-    assert "processor.adapters.default.to_out_0.p_in.u" in names
+    assert "processor.adapters.default.out.in_u" in names
     x, enc, _ = inputs(24, False)
     attn(x, encoder_hidden_states=enc).square().mean().backward()
     grads = [p.grad for p in proc.parameters()]
@@ -104,7 +104,7 @@ def test_adapter_lookup_follows_renames_and_replacements():
     attn = make_attn(24)
     proc = EtherAttnProcessor("ether", 4, shapes(attn))
     first = proc.adapter("to_q")
-    assert first is proc.adapters["default"]["to_q"] and proc.adapter("to_q") is first
+    assert first is proc.adapters["default"]["q"] and proc.adapter("to_q") is first
     proc.adapters["subject"] = proc.adapters.pop("default")  # what io.load does when it names an adapter
     proc.active = "subject"
     assert proc.adapter("to_q") is first
@@ -112,7 +112,7 @@ def test_adapter_lookup_follows_renames_and_replacements():
         proc.adapter("to_q", "default")
     proc.add_adapter("default")  # the same name again: a new group
     fresh = proc.adapter("to_q", "default")
-    assert fresh is proc.adapters["default"]["to_q"] and fresh is not first
+    assert fresh is proc.adapters["default"]["q"] and fresh is not first
     proc.adapters["subject"] = proc.adapters["default"]  # a name rebound to another group
     assert proc.adapter("to_q") is fresh
 

@@ -277,19 +277,26 @@ STEP_CACHE = textwrap.dedent("""
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=what)
             assert got.grad_fn is None
 
+        folds = []
+        fold = group._fold
+        group._fold = lambda dtype: folds.append(dtype) or fold(dtype)
         outputs(unet, x, text).sum().backward()  # a fold with gradients, then used without: detached
         check("after a training forward")
-        folded = group.weights
-        check("cached")
-        assert group.weights is folded  # no refold while nothing changed
+        assert len(folds) == 2  # one fold per forward, shared by every layer
+        check("next forward")
+        assert len(folds) == 3  # a new forward folds anew: nothing is kept from one forward to the next
         for model in (unet, ref):  # in place (_version), to a new direction (a rescaled u reflects alike)
             with torch.no_grad():
-                next(iter(ed.patch.get_state(model).processors.values())).adapter("to_q").p_in["u"].add_(0.3)
+                next(iter(ed.patch.get_state(model).processors.values())).adapter("to_q").in_u.add_(0.3)
         check("in-place update")
-        for model in (unet, ref):  # a new Parameter object in the ParameterDict
+        for model in (unet, ref):  # a new Parameter object
             a = next(iter(ed.patch.get_state(model).processors.values())).adapter("to_k")
-            a.p_in["u"] = torch.nn.Parameter(a.p_in["u"].detach() + 0.3)
+            a.in_u = torch.nn.Parameter(a.in_u.detach() + 0.3)
         check("replaced parameter")
+        for model in (unet, ref):  # written behind autograd's back: no _version change (EMAModel.copy_to does this)
+            for q in ed.ether_parameters(model)[:6]:
+                q.data.copy_(q.data * -1.5 + 0.1)
+        check(".data write")
         for model in (unet, ref):  # another active adapter
             for proc in ed.patch.get_state(model).processors.values():
                 proc.add_adapter("other", torch.Generator().manual_seed(5))
@@ -304,7 +311,7 @@ STEP_CACHE = textwrap.dedent("""
         ref_first = ref.get_submodule(names[0])
         with torch.no_grad():  # a change that needs a refold, made while the other layer is partial
             for model in (unet, ref):
-                ed.patch.get_state(model).processors[names[0]].adapter("to_q").p_in["u"].add_(0.2)
+                ed.patch.get_state(model).processors[names[0]].adapter("to_q").in_u.add_(0.2)
             got = ed.patch.get_state(unet).processors[names[0]].project(first, "to_q", h)
             want = ed.patch.get_state(ref).processors[names[0]].project(ref_first, "to_q", h)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -323,9 +330,10 @@ STEP_CACHE = textwrap.dedent("""
 
 
 def test_step_form_cache_follows_parameter_changes_under_the_cpu_interpreter():
-    """Without gradients the step form reuses its folded weights until a parameter changes in place, is replaced by
-    a new Parameter, or another adapter becomes active; while some layer does not hold its whole weight nothing is
-    folded (that call takes the per-layer form). Every case matches the plain path."""
+    """The step form folds once per forward (every layer shares it) and anew in the next, so it follows parameters
+    changed in place, replaced by a new Parameter, written through ``.data`` (no version change), or another active
+    adapter; while some layer does not hold its whole weight nothing is folded (that call takes the per-layer
+    form). Every case matches the plain path."""
     run_interpreted(STEP_CACHE)
 
 
