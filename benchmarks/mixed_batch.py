@@ -6,9 +6,7 @@
 Times the denoising loop (DDIM, classifier-free guidance: the UNet batch is twice the prompts). Text encoding and VAE
 decoding are the same work in every mode and are left out. Modes, interleaved and repeated (medians quoted):
 - ``mixed``: 8 prompts, 8 different adapters, one batch (``cross_attention_kwargs={"ether_adapters": [...]}``),
-  the default inference form: each sample's folded weight, kept across steps, one batched matmul per projection;
-- ``mixed_again``: ``mixed`` once more right after it: the folded weights are reused (a server answering the same
-  mix again); ``mixed`` itself refolds once, since the modes between change the weights (merge / unmerge);
+  the default inference form: each sample's folded weight, built in every step, one batched matmul per projection;
 - ``mixed_act``: the same with ``mixed_form="act"`` (per-sample maps on the activations, no weight copies);
 - ``sequential``: per subject, set the adapter, merge, generate its prompt alone, unmerge (what a merged-only
   deployment does);
@@ -115,7 +113,7 @@ def main(args) -> dict:
             ed.unmerge_ether(unet)
         ed.set_active_adapter(unet, names[0])
 
-    modes = {"mixed": mixed, "mixed_again": mixed, "mixed_act": mixed_act, "sequential": sequential, "single": single, "merged": merged}
+    modes = {"mixed": mixed, "mixed_act": mixed_act, "sequential": sequential, "single": single, "merged": merged}
     for fn in modes.values():  # warm-up
         fn()
     if args.profile:
@@ -140,7 +138,6 @@ def main(args) -> dict:
         "speedup_mixed_vs_sequential": round(med["sequential"] / med["mixed"], 3),
         "mixed_step_vs_single_step": round(med["mixed"] / med["single"], 3),
         "mixed_step_vs_merged_step": round(med["mixed"] / med["merged"], 3),
-        "mixed_again_step_vs_single_step": round(med["mixed_again"] / med["single"], 3),
         "mixed_act_step_vs_single_step": round(med["mixed_act"] / med["single"], 3),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
     }
@@ -157,7 +154,6 @@ def main(args) -> dict:
     table += ["", f"mixed vs sequential: **{result['speedup_mixed_vs_sequential']:.2f}x** faster; "
               f"mixed step / single-adapter step: **{result['mixed_step_vs_single_step']:.3f}**; "
               f"mixed step / merged step: {result['mixed_step_vs_merged_step']:.3f}; "
-              f"mixed_again step / single-adapter step: {result['mixed_again_step_vs_single_step']:.3f}; "
               f"mixed_act step / single-adapter step: {result['mixed_act_step_vs_single_step']:.3f}"]
     (out / f"mixed_batch_{args.unet}_{tag}.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
