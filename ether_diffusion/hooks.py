@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .multi import resolve_names
+from .multi import Assignment, resolve_names
 from .state import STATE_ATTR, EtherError
 
 
@@ -39,7 +39,7 @@ def on_forward(model, args, kwargs):
                              "or merge_ether(model) before changing processors")
     state.forwards.count += 1
     names = extra.get("ether_adapters")
-    if names is None:
+    if names is None or isinstance(names, Assignment):
         return None
     sample = args[0] if args else kwargs["sample"]
     resolved = resolve_names(names, sample, extra.get("ether_images_per_prompt"))

@@ -34,6 +34,7 @@ a call of the module (``compose_per_sample``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -104,6 +105,15 @@ def adapted_linear_per_sample(x: torch.Tensor, weight: torch.Tensor, bias: torch
 
 
 # ------------------------------------------------------------------ processor side
+@dataclass
+class Assignment:
+    """Which adapter each sample of a batch uses: ``names`` (the adapters used, sorted) and ``index`` (B,), each
+    sample's slot in ``names``, ``len(names)`` for the base model. Built once per forward, on the batch's device."""
+
+    names: tuple[str, ...]
+    index: torch.Tensor
+
+
 def expand_names(names: Sequence[str | None], batch: int, images_per_prompt: int | None = None,
                  guidance: bool | None = None) -> list[str]:
     """One adapter name per sample of a UNet batch of ``batch``, in diffusers' batch order.
@@ -141,88 +151,96 @@ def expand_names(names: Sequence[str | None], batch: int, images_per_prompt: int
     return per_image * 2 if halves else per_image
 
 
-def resolve_names(names: Sequence[str | None], sample: torch.Tensor, images_per_prompt: int | None = None
-                  ) -> list[str]:
-    """``expand_names`` for the UNet input ``sample`` (B, ...): a batch read as [uncond; cond] must have equal
-    halves, as diffusers' pipelines build it (``torch.cat([latents] * 2)``), else it is not guidance.
+def _slots(per_sample: list[str], used: tuple[str, ...]) -> list[int]:
+    slot = {n: i for i, n in enumerate(used)}
+    return [slot.get(n, len(used)) for n in per_sample]
 
-    The halves are compared (one device sync) only where the length leaves it open."""
-    batch = sample.shape[0]
-    n = len(names) * (images_per_prompt or 1)
-    open_ = (batch == 2 * n) if images_per_prompt is not None else (
-        batch % max(len(names), 1) == 0 and batch // max(len(names), 1) % 2 == 0)
+
+def _to_device(values: list[int], device: torch.device) -> torch.Tensor:
+    # a copy that does not wait for the device: pinned host memory, non-blocking
+    t = torch.tensor(values, dtype=torch.long)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def assign(names: Sequence[str | None], batch: int, device: torch.device, images_per_prompt: int | None = None,
+           guidance: bool | torch.Tensor | None = None) -> Assignment:
+    """``expand_names`` as an ``Assignment`` on ``device``. ``guidance`` may be a boolean tensor on the device
+    (0-dim): both readings of the batch are built and the tensor picks one there, with no host sync."""
+    used = tuple(sorted({NONE if n is None else str(n) for n in names} - {NONE}))
+    if not torch.is_tensor(guidance):
+        return Assignment(used, _to_device(_slots(expand_names(names, batch, images_per_prompt, guidance), used),
+                                           device))
+    with_cfg = _to_device(_slots(expand_names(names, batch, images_per_prompt, True), used), device)
+    without = _to_device(_slots(expand_names(names, batch, images_per_prompt, False), used), device)
+    return Assignment(used, torch.where(guidance, with_cfg, without))
+
+
+def resolve_names(names: Sequence[str | None], sample: torch.Tensor, images_per_prompt: int | None = None
+                  ) -> Assignment:
+    """The assignment for the UNet input ``sample`` (B, ...). Where the length leaves open whether a batch of 2n
+    is classifier-free guidance (n images, [uncond; cond]) or 2n images, it is guidance exactly when the two halves
+    of ``sample`` are equal, as diffusers' pipelines build it (``torch.cat([latents] * 2)``): that comparison is
+    made on the device and picks between the two readings there."""
+    batch, L = sample.shape[0], len(names)
+    open_ = (L > 0 and images_per_prompt is None and batch % L == 0 and batch // L % 2 == 0)
     guidance = None
     if open_:
-        guidance = bool(torch.equal(sample[: batch // 2], sample[batch // 2:]))
-        if images_per_prompt is not None and not guidance:
-            raise ValueError(f"the UNet batch of {batch} is twice the {n} images of ether_adapters but its halves "
-                             "differ, so it is not classifier-free guidance's [uncond; cond]; give one name per "
-                             "image of the batch")
-    return expand_names(names, batch, images_per_prompt, guidance)
+        half = batch // 2
+        guidance = (sample[:half] == sample[half:]).all()  # 0-dim bool on the device
+    return assign(names, batch, sample.device, images_per_prompt, guidance)
 
 
 class PerSampleProjector:
-    """Computes a processor's projections with a per-sample choice among its named adapters (``names``: one per
-    sample of the batch)."""
+    """Computes a processor's projections with a per-sample choice among its named adapters."""
 
-    def __init__(self, proc: nn.Module, names: Sequence[str]):
+    def __init__(self, proc: nn.Module, assignment: Assignment):
         self.proc = proc
-        self.names = list(names)
-        unknown = sorted({n for n in self.names if n != NONE and n not in proc.adapters})
+        self.names, self.index = assignment.names, assignment.index
+        unknown = [n for n in self.names if n not in proc.adapters]
         if unknown:
-            raise KeyError(f"ether_adapters names {unknown} are not loaded; loaded: {sorted(proc.adapters)} "
-                           f"(load_ether(model, path, adapter_name=...)), or 'none' for the base model")
-        fallback = next(n for n in list(self.names) + list(proc.adapters) if n != NONE)
-        self.lookup = [fallback if n == NONE else n for n in self.names]
-        self.active = None
+            raise UnknownAdapterError(f"ether_adapters names {unknown} are not loaded; loaded: "
+                                      f"{sorted(proc.adapters)} (load_ether(model, path, adapter_name=...)), or "
+                                      "'none' for the base model")
+        self.active = self.index < len(self.names)  # (B,) bool: False runs the base model
 
     def _stack(self, projection: str, call: bool = False) -> tuple[dict, dict | None]:
-        """The activation form's parameters, stacked per sample (B, ...). ``call``: read them through each
+        """The activation form's parameters, gathered per sample (B, ...) from those of the adapters used (a
+        "none" sample gets the first adapter's, masked off by ``active``). ``call``: read them through each
         adapter's module call (its hooks run: offload)."""
-        adapters = {n: self.proc.adapter(projection, n) for n in set(self.lookup)}
-        params = {n: (a() if call else a.params()) for n, a in adapters.items()}
-        return stack_params([params[n] for n in self.lookup])
+        adapters = [self.proc.adapter(projection, n) for n in self.names]
+        p_in, p_out = stack_params([a() if call else a.params() for a in adapters])  # (U, ...)
+        index = self.index.clamp(max=len(self.names) - 1)
+        gather = lambda ps: None if ps is None else {k: t.index_select(0, index) for k, t in ps.items()}  # noqa: E731
+        return gather(p_in), gather(p_out)
 
     def _folded(self, projection: str, linear: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
         """(B, f, d): sample i's weight ``H̃ W H`` (``W`` for "none"), folded once per adapter."""
-        used = sorted(set(self.names) - {NONE})
-        if used:
-            folded = fold_per_adapter(linear.weight, self.proc.method,
-                                      *stack_params([self.proc.adapter(projection, n).params() for n in used]))
-        else:
-            folded = linear.weight[None][:0]  # (U, f, d)
+        folded = fold_per_adapter(linear.weight, self.proc.method,
+                                  *stack_params([self.proc.adapter(projection, n).params() for n in self.names]))
         options = torch.cat([folded.to(dtype), linear.weight.to(dtype)[None]])  # (U + 1, f, d): last = "none"
-        slot = {n: i for i, n in enumerate(used)}
-        index = torch.tensor([slot.get(n, len(used)) for n in self.names], device=options.device)
-        return options.index_select(0, index)  # (B, f, d)
-
-    def _active(self, x: torch.Tensor) -> torch.Tensor:
-        if self.active is None or self.active.device != x.device:
-            self.active = torch.tensor([n != NONE for n in self.names], device=x.device)
-        return self.active
+        return options.index_select(0, self.index)  # (B, f, d)
 
     def __call__(self, attn: nn.Module, projection: str, x: torch.Tensor) -> torch.Tensor:
         linear = get_projection(attn, projection)
-        first = self.proc.adapter(projection, self.lookup[0])
-        if first is None:
-            return linear(x)
-        if not is_plain(linear) or any(self.proc.adapter(projection, n)._forward_pre_hooks
-                                       for n in set(self.lookup)):
+        if not self.names or self.proc.adapter(projection, self.names[0]) is None:
+            return linear(x)  # every sample runs the base model, or this projection is not adapted
+        if not is_plain(linear) or any(self.proc.adapter(projection, n)._forward_pre_hooks for n in self.names):
             # wrapped or hooked: the maps act per sample around a call of the module
             p_in, p_out = self._stack(projection, call=True)
-            return compose_per_sample(x, linear, self.proc.method, p_in, p_out, self._active(x))
+            return compose_per_sample(x, linear, self.proc.method, p_in, p_out, self.active)
         if self.proc.mixed_form == "fold" and not torch.is_grad_enabled():
             dtype = autocast_dtype(x, linear.weight.dtype)
             w = self._folded(projection, linear, dtype)  # (B, f, d)
-            xb = x.reshape(len(self.names), -1, x.shape[-1]).to(dtype)  # (B, N, d)
+            xb = x.reshape(w.shape[0], -1, x.shape[-1]).to(dtype)  # (B, N, d)
             if linear.bias is None:
                 y = torch.bmm(xb, w.mT)
             else:
                 y = torch.baddbmm(linear.bias.to(dtype), xb, w.mT)  # (B, N, f)
             return y.reshape(*x.shape[:-1], w.shape[1])
         p_in, p_out = self._stack(projection)
-        return adapted_linear_per_sample(x, linear.weight, linear.bias, self.proc.method, p_in, p_out,
-                                         self._active(x))
+        return adapted_linear_per_sample(x, linear.weight, linear.bias, self.proc.method, p_in, p_out, self.active)
 
 
 def compose_per_sample(x: torch.Tensor, linear: nn.Module, method: str, p_in: dict, p_out: dict | None,

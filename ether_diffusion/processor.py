@@ -16,7 +16,7 @@ from . import functional as Fn
 from .functional import OUTPUT_SIDE_METHODS
 from .kernels import _compiling, adapted_linear
 from .state import EtherError
-from .multi import NONE, PerSampleProjector, expand_names
+from .multi import NONE, Assignment, PerSampleProjector, assign
 from .projection import compose_linear, get_projection, is_plain
 
 DEFAULT_ADAPTER = "default"
@@ -218,8 +218,8 @@ class EtherAttnProcessor(nn.Module):
                 encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 temb: torch.Tensor | None = None, ether_adapters: list[str | None] | None = None,
                 ether_images_per_prompt: int | None = None, **kwargs) -> torch.Tensor:
-        """diffusers' attention with adapted projections; ``ether_adapters`` picks an adapter per sample (one
-        name per sample here: the model's forward hook expands per-image or per-prompt lists, ``multi``)."""
+        """diffusers' attention with adapted projections; ``ether_adapters`` picks an adapter per sample (the
+        model's forward hook turns per-image or per-prompt names into a ``multi.Assignment``)."""
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -238,8 +238,9 @@ class EtherAttnProcessor(nn.Module):
         if ether_adapters is None:
             project, many = self.project, self.project_many
         else:
-            names = expand_names(ether_adapters, batch_size, ether_images_per_prompt)
-            project = PerSampleProjector(self, names)
+            assignment = ether_adapters if isinstance(ether_adapters, Assignment) else assign(
+                ether_adapters, batch_size, hidden_states.device, ether_images_per_prompt)
+            project = PerSampleProjector(self, assignment)
             many = lambda attn, ps, x: [project(attn, p, x) for p in ps]  # noqa: E731
         if encoder_hidden_states is None:  # self-attention: q, k, v share their input
             query, key, value = many(attn, ("to_q", "to_k", "to_v"), hidden_states)

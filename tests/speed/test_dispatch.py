@@ -477,3 +477,4 @@ def test_segments_group_the_projections_that_share_an_input():
     assert runs == [(0, 3), (3, 4), (4, 5), (5, 7), (7, 8), (8, 9), (9, 10), (10, 11), (11, 12)]
     runs = [(r.start, r.stop) for r in segments(layers)]  # no processor marked cross: q, k, v together
     assert runs[:4] == [(0, 3), (3, 4), (4, 7), (7, 8)]
+
