@@ -10,7 +10,6 @@ Every option is an `S2IGenerateConfig` field (`--help`); `--config file.yaml` se
 
 from __future__ import annotations
 
-from ether_diffusion.data.ade20k import ADE20KDataError
 from ether_diffusion.s2i.config import S2IGenerateConfig
 from ether_diffusion.s2i.generate import generate_s2i
 from ether_diffusion.training.cli import run_cli
@@ -28,4 +27,4 @@ def main(cfg: S2IGenerateConfig):
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(parse_args()), extra_errors=(ADE20KDataError,))
+    run_cli(lambda: main(parse_args()))

@@ -8,6 +8,7 @@
 """
 
 from ether_diffusion.study import StudyConfig, run_study
+from ether_diffusion.training.cli import run_cli
 from ether_diffusion.typed_config import parse_config
 
 
@@ -21,4 +22,4 @@ def main(cfg: StudyConfig) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_cli(lambda: main(parse_args()))

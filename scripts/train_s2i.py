@@ -11,7 +11,6 @@ Writes <output_dir>/model/ (adapter + control encoder + train_config.yaml), chec
 
 from __future__ import annotations
 
-from ether_diffusion.data.ade20k import ADE20KDataError
 from ether_diffusion.s2i.config import S2IConfig
 from ether_diffusion.s2i.train import train_s2i
 from ether_diffusion.training.cli import run_cli
@@ -27,4 +26,4 @@ def main(cfg: S2IConfig) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(lambda: main(parse_args()), extra_errors=(ADE20KDataError,))
+    run_cli(lambda: main(parse_args()))

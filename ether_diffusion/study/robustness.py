@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..data.dreambooth import PROMPTS_FILE, read_prompts_file
 from ..models.tiny import TINY_ID, TINY_RESOLUTION
+from ..outputs import check_writable
 from ..training.dreambooth import DreamBoothConfig, train_dreambooth
 from ..training.generation import GenerateConfig, generate
 from ..training.options import ADAPTER_METHODS
@@ -128,7 +129,7 @@ def run_study(cfg: StudyConfig) -> Path:
     classes, _, _ = read_prompts_file(Path(cfg.dreambooth_root) / PROMPTS_FILE)
     if cfg.subject not in classes:
         raise ConfigError(f"subject {cfg.subject!r} is not in {cfg.dreambooth_root}/{PROMPTS_FILE}")
-    out = Path(cfg.output_dir)
+    out = check_writable(cfg.output_dir)  # before any model loads
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     base_unet = load_base_unet(cfg.pretrained_model_name_or_path)

@@ -39,7 +39,8 @@ class DemoConfig:
                               "DreamBooth dataset root (one folder per subject, prompts_and_classes.txt)")
     subject: str = option("dog", "subject folder under dreambooth_root")
     unique_token: str = option("qwe", "rare identifier (OFT's released scripts use 'qwe')")
-    output_dir: str = option("demo_out", "everything goes here; REPORT.md is the page to open")
+    output_dir: str = option("demo_out", "everything goes here; REPORT.md is the page to open (a rerun continues "
+                                         "the training there from its last checkpoint)")
     max_train_steps: int | None = option(None, "default: 30 for tiny, the config's for a real model")
     num_images_per_prompt: int | None = option(None, "default: 2 for tiny, 4 for a real model")
     num_inference_steps: int | None = option(None, "default: 4 for tiny, 50 for a real model")
@@ -63,7 +64,7 @@ def _train_config(cfg: DemoConfig, class_token: str) -> DreamBoothConfig:
         instance_data_dir=str(Path(cfg.dreambooth_root) / cfg.subject),
         instance_prompt=f"a photo of {cfg.unique_token} {class_token}", class_prompt=f"a photo of {class_token}",
         class_data_dir=str(out / "class_images" / class_token.replace(" ", "_")), output_dir=str(out / "train"),
-        validation_prompt=f"a {cfg.unique_token} {class_token} in the jungle")
+        validation_prompt=f"a {cfg.unique_token} {class_token} in the jungle", resume_from_checkpoint="latest")
     if cfg.tiny:  # a few minutes on 2 CPU cores
         overrides.update(resolution=TINY_RESOLUTION, max_train_steps=30, num_class_images=2, class_inference_steps=2,
                          num_validation_images=2, validation_inference_steps=4, validation_steps=15,

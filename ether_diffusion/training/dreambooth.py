@@ -21,8 +21,10 @@ from .adapters import add_adapter_from_config, save_adapter
 from .class_images import ensure_class_images
 from .loop import train_loop
 from .loss import diffusion_loss, encode_latents, encode_prompts
+from ..outputs import check_writable
 from .optim import build_optimizer
 from .options import TrainConfig
+from .run_folder import check_run_folder, start_run_folder
 from .setup import finish_training, freeze_base, prepare_training, training_noise_scheduler
 from .validation import run_validation
 
@@ -67,8 +69,12 @@ class DreamBoothConfig(TrainConfig):
 
 def train_dreambooth(cfg: DreamBoothConfig) -> dict:
     """Train, save ``<output_dir>/adapter`` (+ ``train_config.yaml``); returns paths and the final step."""
-    scan_images(cfg.instance_data_dir, "instance")  # fail on a bad folder before loading any model
+    scan_images(cfg.instance_data_dir, "instance")  # fail on a bad folder or output path before loading any model
+    check_run_folder(cfg, ADAPTER_DIR)
+    if cfg.with_prior_preservation and cfg.class_data_dir is not None:
+        check_writable(cfg.class_data_dir, "class_data_dir")
     accelerator = build_accelerator(cfg)
+    start_run_folder(accelerator, cfg, ADAPTER_DIR)
     dtype, device = weight_dtype(accelerator), accelerator.device
     seed = cfg.seed if cfg.seed is not None else 0
     pipe = load_pipeline(cfg.pretrained_model_name_or_path, revision=cfg.revision, variant=cfg.variant)

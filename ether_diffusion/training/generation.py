@@ -23,6 +23,7 @@ from ..data.dreambooth import PROMPTS_FILE, eval_prompts
 from ..io import load_ether
 from ..models.loading import load_pipeline
 from ..multi import NONE
+from ..outputs import check_writable
 from ..typed_config import ConfigError, check_fields, option
 from .adapters import LORA, adapter_kind, load_adapter, merge_adapter
 from .manifest import write_manifest
@@ -127,6 +128,7 @@ def build_pipeline(cfg: GenerateConfig, device: torch.device):
 
 def generate(cfg: GenerateConfig) -> Path:
     """Sample every (prompt, image) pair; returns the manifest path."""
+    check_writable(cfg.output_dir)  # before any model loads
     state = PartialState()
     if cfg.requests_file is not None:
         return generate_requests(cfg, state)
