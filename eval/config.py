@@ -17,6 +17,8 @@ DREAMBOOTH_METRICS = ("dino", "clip_i", "clip_t", "lpips", "lpips_diversity")
 
 
 def _need_dir(value: str, what: str, hint: str) -> None:
+    if not value:  # not given (an empty path would silently mean the current folder)
+        raise EvalInputError(f"{what} folder is required; {hint}")
     if not Path(value).expanduser().is_dir():
         raise EvalInputError(f"{what} folder '{value}' not found; {hint}")
 

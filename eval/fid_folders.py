@@ -9,7 +9,7 @@ from eval.config import FIDEvalConfig, config_to_dict
 from eval.distributed import pick_device
 from eval.errors import EvalInputError
 from eval.fid import fid_from_features, inception_features, load_inception
-from eval.images import list_images
+from eval.images import check_readable, list_images
 from eval.manifest import MANIFEST_NAME, read_manifest
 from eval.provenance import provenance
 
@@ -26,6 +26,9 @@ def evaluate_fid(cfg: FIDEvalConfig) -> dict[str, Any]:
     reference = list_images(cfg.reference)
     if len(reference) < 2 or any(len(paths) < 2 for paths in sets.values()):
         raise EvalInputError("FID needs at least 2 images in every set; check --generated and --reference")
+    check_readable(reference, "reference")
+    for paths in sets.values():
+        check_readable(paths, "generated")
     device = pick_device(cfg.device)
     net, info = load_inception(device, cfg.inception_weights, cfg.random_init, cfg.seed)
     ref = inception_features(net, reference, device, cfg.batch_size, "Inception reference")

@@ -120,3 +120,11 @@ def test_accelerate_launch_passes_the_line_through(tmp_path):
     # the script's own line and nothing else (without -q the launcher adds its CalledProcessError report after it)
     lines = [line for line in quiet.stderr.splitlines() if line.strip()]
     assert quiet.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: output_dir"), quiet.stderr
+
+
+def test_eval_subprocess_user_error_comes_back_as_one_line(tmp_path):
+    from ether_diffusion.training.eval_run import run_eval
+
+    with pytest.raises(ConfigError) as caught:
+        run_eval(["dreambooth", "--generated", str(tmp_path), "--random-init", "--out", str(tmp_path / "o")])
+    assert str(caught.value).startswith("evaluation: real folder is required; pass --real")

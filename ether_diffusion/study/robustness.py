@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from ..data.dreambooth import PROMPTS_FILE, read_prompts_file
 from ..models.tiny import TINY_ID, TINY_RESOLUTION
 from ..outputs import check_writable
 from ..training.dreambooth import DreamBoothConfig, train_dreambooth
+from ..training.eval_run import run_eval
 from ..training.generation import GenerateConfig, generate
 from ..training.options import ADAPTER_METHODS
 from ..typed_config import ConfigError, check_fields, load_config, option
@@ -86,13 +85,11 @@ def _evaluate(cfg: StudyConfig, adapter: Path, out: Path) -> dict:
         prompts_and_classes=str(prompts), unique_token=cfg.unique_token, output_dir=str(out / "samples"),
         num_images_per_prompt=1, num_inference_steps=cfg.num_inference_steps or (4 if cfg.tiny else 50),
         batch_size=25 if cfg.tiny else 4, resolution=TINY_RESOLUTION if cfg.tiny else None))
-    command = [sys.executable, "-m", "eval", "dreambooth", "--generated", str(manifest.parent), "--real",
+    command = ["dreambooth", "--generated", str(manifest.parent), "--real",
                cfg.dreambooth_root, "--out", str(out / "eval"), "--clip-t-remove", cfg.unique_token]
     if cfg.tiny:
         command += ["--random-init", "--lpips-size", str(TINY_RESOLUTION)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"evaluation failed ({' '.join(command)}):\n{done.stderr[-2000:]}")
+    run_eval(command)
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     return next(iter(metrics["results"].values()))["means"]
 

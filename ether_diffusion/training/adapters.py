@@ -101,8 +101,8 @@ def load_adapter(unet: nn.Module, folder: str | os.PathLike) -> str:
     result = set_peft_model_state_dict(unet, load_file(str(Path(folder) / WEIGHTS_NAME)))
     missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
     if getattr(result, "unexpected_keys", None) or missing:
-        raise ValueError(f"LoRA adapter {folder} does not fit this UNet (e.g. "
-                         f"{(result.unexpected_keys or missing)[0]})")
+        raise ConfigError(f"LoRA adapter {folder} does not fit this UNet (e.g. "
+                          f"{(result.unexpected_keys or missing)[0]}); pass the base model it was trained on")
     return kind
 
 

@@ -8,8 +8,6 @@ report says so. With a real model (e.g. SD 1.5) the training values come unchang
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from ..data.images import load_rgb, resize_and_crop, scan_images
 from ..models.tiny import TINY_ID, TINY_RESOLUTION
 from ..typed_config import ConfigError, check_fields, load_config, option
 from .dreambooth import DreamBoothConfig, train_dreambooth
+from .eval_run import run_eval
 from .generation import BASE, GenerateConfig, generate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,13 +149,11 @@ def run_demo(cfg: DemoConfig) -> Path:
         generate(GenerateConfig(method_name=BASE, **gen))
 
     print("[3/4] evaluating", flush=True)
-    command = [sys.executable, "-m", "eval", "dreambooth", "--generated", str(manifest.parent),
+    command = ["dreambooth", "--generated", str(manifest.parent),
                "--real", cfg.dreambooth_root, "--out", str(out / "eval"), "--clip-t-remove", cfg.unique_token]
     if cfg.tiny:  # random encoders; LPIPS at 64 px like the images
         command += ["--random-init", "--lpips-size", str(TINY_RESOLUTION)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"evaluation failed ({' '.join(command)}):\n{done.stderr[-2000:]}")
+    run_eval(command)
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
 
     print("[4/4] writing the report", flush=True)
