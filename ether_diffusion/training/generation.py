@@ -11,7 +11,7 @@ same image whatever the batch size, the number of processes or the GPU. Batches 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +26,7 @@ from ..multi import NONE
 from ..outputs import check_writable
 from ..typed_config import ConfigError, check_fields, option
 from .adapters import LORA, adapter_kind, load_adapter, merge_adapter
+from .base_model import refuse_s2i_folder, resolve_base_model
 from .manifest import write_manifest
 from .options import SD15_ID
 from .requests import adapter_labels, read_requests
@@ -38,7 +39,9 @@ BASE = "base"
 class GenerateConfig:
     """Generate images (+ manifest.jsonl) from a base model and an optional adapter."""
 
-    pretrained_model_name_or_path: str = option(SD15_ID, "base model: hub id, local diffusers folder, or 'tiny'")
+    pretrained_model_name_or_path: str | None = option(
+        None, f"base model: hub id, local diffusers folder, or 'tiny'; default: the one recorded in the adapter's "
+              f"train_config.yaml, else {SD15_ID}")
     revision: str | None = option(None, "hub revision of the base model")
     variant: str | None = option(None, "weights variant, e.g. 'fp16'")
     adapter: str | None = option(None, "adapter folder (train_dreambooth's <output_dir>/adapter); none = base model")
@@ -129,6 +132,11 @@ def build_pipeline(cfg: GenerateConfig, device: torch.device):
 def generate(cfg: GenerateConfig) -> Path:
     """Sample every (prompt, image) pair; returns the manifest path."""
     check_writable(cfg.output_dir)  # before any model loads
+    if cfg.adapter is not None:
+        refuse_s2i_folder(cfg.adapter)
+        adapter_kind(cfg.adapter)  # a folder that is no adapter fails here, before the base model loads
+    cfg = replace(cfg, pretrained_model_name_or_path=resolve_base_model(cfg.pretrained_model_name_or_path,
+                                                                        cfg.adapter))
     state = PartialState()
     if cfg.requests_file is not None:
         return generate_requests(cfg, state)
