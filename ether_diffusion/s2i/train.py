@@ -60,6 +60,7 @@ def train_s2i(cfg: S2IConfig) -> dict:
     seed = cfg.seed if cfg.seed is not None else 0
     dataset = ADE20KDataset(train_samples, cfg.resolution, cfg.crop, cfg.random_flip, seed)
 
+    accelerator.print(f"loading base model {cfg.pretrained_model_name_or_path!r}", flush=True)
     pipe = load_pipeline(cfg.pretrained_model_name_or_path, revision=cfg.revision, variant=cfg.variant)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # validation samples with DDIM, as OFT
     noise_scheduler = training_noise_scheduler(pipe, cfg.prediction_type)

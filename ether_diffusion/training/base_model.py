@@ -10,7 +10,6 @@ from pathlib import Path
 
 import yaml
 
-from ..models.control import ENCODER_CONFIG
 from ..typed_config import ConfigError
 from .options import SD15_ID
 
@@ -42,6 +41,8 @@ def resolve_base_model(given: str | None, folder: str | Path | None) -> str:
 
 def refuse_s2i_folder(folder: str | Path) -> None:
     """An S2I model folder (adapter + control encoder) is not a plain adapter: one line pointing to its sampler."""
+    from ..models.control import ENCODER_CONFIG
+
     if (Path(folder) / ENCODER_CONFIG).is_file():
         raise ConfigError(f"{str(folder)!r} is an S2I model (adapter + control encoder); sample it from semantic maps "
                           f"with scripts/generate_s2i.py --model {folder}")

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config import PROJECTIONS
-from ..functional import METHODS
+from ..names import METHODS, PROJECTIONS
 from ..typed_config import ConfigError, check_fields, option
 
 ADAPTER_METHODS = (*METHODS, "lora")
