@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..models.control import HINT_CHANNELS
+from ..names import HINT_CHANNELS
 from ..training.options import SD15_ID, TrainConfig
 from ..typed_config import ConfigError, check_fields, option
 

@@ -8,49 +8,22 @@ report says so. With a real model (e.g. SD 1.5) the training values come unchang
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from ..data.images import load_rgb, resize_and_crop, scan_images
-from ..models.tiny import TINY_ID, TINY_RESOLUTION
-from ..typed_config import ConfigError, check_fields, load_config, option
+from ..names import TINY_RESOLUTION
+from ..typed_config import ConfigError, load_config
+from .demo_config import REPO, DemoConfig
 from .dreambooth import DreamBoothConfig, train_dreambooth
 from .eval_run import run_eval
 from .generation import BASE, GenerateConfig, generate
 
-REPO = Path(__file__).resolve().parents[2]
 TINY_NOTICE = ("**The `tiny` model is untrained (random weights): its images are noise and every number below is a "
                "smoke test of the train -> generate -> evaluate loop, not a result.** Run the same command with "
                "`--pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5` (or a local SD 1.5 "
                "folder) for the real experiment.")
-
-
-@dataclass
-class DemoConfig:
-    """Train an adapter on one DreamBooth subject, sample its 25 evaluation prompts, score them, write a report."""
-
-    pretrained_model_name_or_path: str = option(TINY_ID, "base model: 'tiny' (CPU smoke run), a hub id or a local folder")
-    method: str = option("ether", "ether, ether_plus, oft, naive or lora (uses configs/dreambooth/<method>.yaml)")
-    train_config: str | None = option(None, "training YAML; default configs/dreambooth/<method>.yaml")
-    dreambooth_root: str = option(str(REPO / "tests" / "assets" / "dreambooth"),
-                              "DreamBooth dataset root (one folder per subject, prompts_and_classes.txt)")
-    subject: str = option("dog", "subject folder under dreambooth_root")
-    unique_token: str = option("qwe", "rare identifier (OFT's released scripts use 'qwe')")
-    output_dir: str = option("demo_out", "everything goes here; REPORT.md is the page to open (a rerun continues "
-                                         "the training there from its last checkpoint)")
-    max_train_steps: int | None = option(None, "default: 30 for tiny, the config's for a real model")
-    num_images_per_prompt: int | None = option(None, "default: 2 for tiny, 4 for a real model")
-    num_inference_steps: int | None = option(None, "default: 4 for tiny, 50 for a real model")
-    baseline: bool = option(True, "also sample the base model without adapter, as a reference row")
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-
-    @property
-    def tiny(self) -> bool:
-        return self.pretrained_model_name_or_path == TINY_ID
 
 
 def _train_config(cfg: DemoConfig, class_token: str) -> DreamBoothConfig:

@@ -7,13 +7,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..names import TINY_ID
+from ..names import TINY_ID, TINY_RESOLUTION
 
 TINY_DREAMBOOTH: dict[str, Any] = dict(
-    resolution=64, num_class_images=4, sample_batch_size=4, class_inference_steps=2, max_train_steps=20,
+    resolution=TINY_RESOLUTION, num_class_images=4, sample_batch_size=4, class_inference_steps=2, max_train_steps=20,
     num_validation_images=2, validation_inference_steps=4, validation_steps=10, checkpointing_steps=10,
     mixed_precision="no")
 TINY_GENERATE: dict[str, Any] = dict(num_inference_steps=4, num_images_per_prompt=1, batch_size=25)
+TINY_S2I: dict[str, Any] = dict(
+    resolution=TINY_RESOLUTION, train_batch_size=2, max_train_steps=4, num_validation_images=2,
+    validation_inference_steps=4, validation_steps=2, checkpointing_steps=2, mixed_precision="no")
+# resolution None: the one the S2I model was trained at (its train_config.yaml)
+TINY_S2I_GENERATE: dict[str, Any] = dict(num_inference_steps=4, resolution=None, batch_size=4)
 
 
 def with_tiny_defaults(cfg: Any, given: set[str], values: dict[str, Any], base: str | None = None) -> Any:
