@@ -11,7 +11,7 @@ Every option is a `GenerateConfig` field (`--help`); `--config file.yaml` sets t
 
 from __future__ import annotations
 
-from ether_diffusion.training.base_model import recorded_base_model
+from ether_diffusion.training.base_model import recorded_shared_base_model, request_adapters
 from ether_diffusion.training.cli import run_cli
 from ether_diffusion.training.tiny_defaults import TINY_GENERATE, with_tiny_defaults
 from ether_diffusion.typed_config import command_line_keys, parse_config
@@ -20,7 +20,9 @@ from ether_diffusion.training.generate_config import GenerateConfig
 
 def parse_args(argv: list[str] | None = None) -> GenerateConfig:
     cfg = parse_config(GenerateConfig, argv)
-    base = cfg.pretrained_model_name_or_path or (recorded_base_model(cfg.adapter) if cfg.adapter else None)
+    folders = request_adapters(cfg.requests_file) if cfg.requests_file else [cfg.adapter] * bool(cfg.adapter)
+    shared = recorded_shared_base_model(folders)
+    base = cfg.pretrained_model_name_or_path or (shared[0] if shared else None)
     return with_tiny_defaults(cfg, command_line_keys(GenerateConfig, argv), TINY_GENERATE, base)
 
 

@@ -25,7 +25,7 @@ from ..multi import NONE
 from ..outputs import check_writable
 from ..typed_config import ConfigError
 from .adapters import LORA, adapter_kind, load_adapter, merge_adapter
-from .base_model import refuse_s2i_folder, resolve_base_model
+from .base_model import refuse_s2i_folder, request_adapters, resolve_shared_base_model
 from .manifest import write_manifest
 from .generate_config import BASE, REPO_PROMPTS_FILE, GenerateConfig  # noqa: F401  (re-exported)
 from .requests import adapter_labels, read_requests
@@ -85,8 +85,9 @@ def generate(cfg: GenerateConfig) -> Path:
     if cfg.adapter is not None:
         refuse_s2i_folder(cfg.adapter)
         adapter_kind(cfg.adapter)  # a folder that is no adapter fails here, before the base model loads
-    cfg = replace(cfg, pretrained_model_name_or_path=resolve_base_model(cfg.pretrained_model_name_or_path,
-                                                                        cfg.adapter))
+    folders = request_adapters(cfg.requests_file) if cfg.requests_file is not None else [cfg.adapter] * bool(cfg.adapter)
+    cfg = replace(cfg, pretrained_model_name_or_path=resolve_shared_base_model(cfg.pretrained_model_name_or_path,
+                                                                               folders))
     state = PartialState()
     if cfg.requests_file is not None:
         return generate_requests(cfg, state)

@@ -45,3 +45,39 @@ def test_s2i_model_folder_is_refused(tiny_adapter, tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as refused:
         generate(GenerateConfig(adapter=str(tiny_adapter), prompts=("a dog",), output_dir=str(tmp_path / "s")))
     assert "is an S2I model" in str(refused.value) and "generate_s2i.py --model" in str(refused.value)
+
+
+def test_requests_file_uses_the_base_model_its_adapters_record(tiny_adapter, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"prompt": "a qwe dog", "adapter": str(tiny_adapter)}) + "\n"
+                        + json.dumps({"prompt": "a dog", "adapter": None}) + "\n")
+    manifest = generate(GenerateConfig(requests_file=str(requests), num_images_per_prompt=1, num_inference_steps=1,
+                                       output_dir=str(tmp_path / "samples")))
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert [r["base_model"] for r in rows] == ["tiny", "tiny"] and rows[0]["adapter"] == str(tiny_adapter)
+    assert f"base model 'tiny' (recorded in {tiny_adapter / CONFIG_FILE})" in capsys.readouterr().out
+
+
+def test_adapters_of_different_base_models_are_refused(tiny_adapter, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / CONFIG_FILE).write_text("pretrained_model_name_or_path: some/other-model\n")
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("".join(json.dumps({"prompt": "x", "adapter": str(f)}) + "\n" for f in (tiny_adapter, other)))
+    with pytest.raises(ConfigError) as refused:
+        generate(GenerateConfig(requests_file=str(requests), output_dir=str(tmp_path / "samples")))
+    assert "different base models" in str(refused.value) and "'some/other-model'" in str(refused.value)
+
+
+def test_generate_script_brings_tiny_sizes_for_a_requests_file_of_tiny_adapters(tmp_path, capsys):
+    from .test_scripts import _script
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"prompt": "x", "adapter": str(adapter)}) + "\n")
+    mod = _script("generate")
+    assert mod.parse_args(["--requests_file", str(requests)]).num_inference_steps == 50  # nothing recorded yet
+    (adapter / CONFIG_FILE).write_text("pretrained_model_name_or_path: tiny\n")
+    assert mod.parse_args(["--requests_file", str(requests)]).num_inference_steps == 4
