@@ -22,6 +22,7 @@ from eval.lpips_metric import load_lpips
 from eval.manifest import ManifestRow, read_manifest
 from eval.pairwise import cosine_matrix, flat_mean, grouped_flat_means, off_diagonal, pair_count
 from eval.provenance import provenance
+from eval.stage_cache import StageCache, model_identity
 from eval.stages import StageLog
 
 PROTOCOL = {
@@ -130,6 +131,7 @@ def evaluate_dreambooth(cfg: DreamBoothEvalConfig) -> dict[str, Any]:
                                                    ("clip", load_clip, cfg.clip, bool(wants_clip))) if wanted}
     lpips_model = load_lpips(device, cfg.lpips_backbone, cfg.random_init, cfg.seed) if wants_lpips else None
     stages = StageLog(cfg.out)
+    cache = StageCache(cfg.out, cfg.reuse)
     gen_paths = [r.path for r in rows]
     per_row: dict[str, list] = {}
     self_pairs: dict[str, dict[str, np.ndarray]] = {}
@@ -140,9 +142,12 @@ def evaluate_dreambooth(cfg: DreamBoothEvalConfig) -> dict[str, Any]:
             continue
         encoder = encoders[name]
         models[name] = encoder.info
-        gen = embed_files(gen_paths, encoder.embed_images, cfg.batch_size, f"{name} generated")  # (G, D)
+        model_id = model_identity(encoder.info, cfg.random_init, cfg.seed)
+        gen = cache.run(f"{name} generated", model_id, gen_paths, None,  # (G, D)
+                        lambda: embed_files(gen_paths, encoder.embed_images, cfg.batch_size, f"{name} generated"))
         if metric in cfg.metrics:
-            ref = embed_files(real_paths, encoder.embed_images, cfg.batch_size, f"{name} real")  # (R_all, D)
+            ref = cache.run(f"{name} real", model_id, real_paths, None,  # (R_all, D)
+                            lambda: embed_files(real_paths, encoder.embed_images, cfg.batch_size, f"{name} real"))
             per_row[metric], real_pairs = _cosine_pairs(gen, ref, rows, real_slice, cfg.real_self_pairs)
             if real_pairs is not None:
                 self_pairs[metric] = real_pairs
@@ -154,12 +159,21 @@ def evaluate_dreambooth(cfg: DreamBoothEvalConfig) -> dict[str, Any]:
 
     if lpips_model is not None:
         model, models["lpips"] = lpips_model
-        cross, div = lpips_generated(model, rows, real, prompt_key, device, cfg.lpips_size, cfg.batch_size,
-                                     diversity="lpips_diversity" in cfg.metrics)
+        model_id = model_identity(models["lpips"], cfg.random_init, cfg.seed)
+        diversity = "lpips_diversity" in cfg.metrics
+        groups = [(r.subject, prompt_key(r)) for r in rows]  # which pairs each row's values come from
+        cross, div = cache.run("lpips generated", model_id, [*gen_paths, *real_paths],
+                               {"size": cfg.lpips_size, "diversity": diversity, "groups": groups,
+                                "real_per_subject": [len(real[s]) for s in subjects]},
+                               lambda: lpips_generated(model, rows, real, prompt_key, device, cfg.lpips_size,
+                                                       cfg.batch_size, diversity=diversity))
         if "lpips" in cfg.metrics:
             per_row["lpips"] = cross
             if cfg.real_self_pairs:
-                self_pairs["lpips"] = lpips_real_self_pairs(model, real, device, cfg.lpips_size, cfg.batch_size)
+                self_pairs["lpips"] = cache.run(
+                    "lpips real", model_id, real_paths,
+                    {"size": cfg.lpips_size, "subjects": subjects, "real_per_subject": [len(real[s]) for s in subjects]},
+                    lambda: lpips_real_self_pairs(model, real, device, cfg.lpips_size, cfg.batch_size))
         if "lpips_diversity" in cfg.metrics:
             per_row["lpips_diversity"] = div
         stages.log("lpips", _stage_means({m: v for m, v in per_row.items() if m.startswith("lpips")}, rows))

@@ -12,6 +12,7 @@ from eval.fid import fid_from_features, inception_features, load_inception
 from eval.images import check_readable, list_images
 from eval.manifest import MANIFEST_NAME, read_manifest
 from eval.provenance import provenance
+from eval.stage_cache import StageCache, model_identity
 
 
 def _generated_sets(folder: Path) -> dict[str, list[Path]]:
@@ -31,10 +32,16 @@ def evaluate_fid(cfg: FIDEvalConfig) -> dict[str, Any]:
         check_readable(paths, "generated")
     device = pick_device(cfg.device)
     net, info = load_inception(device, cfg.inception_weights, cfg.random_init, cfg.seed)
-    ref = inception_features(net, reference, device, cfg.batch_size, "Inception reference")
+    cache, model_id = StageCache(cfg.out, cfg.reuse), model_identity(info, cfg.random_init, cfg.seed)
+
+    def features(paths: list[Path], desc: str):
+        return cache.run(desc, model_id, paths, None,
+                         lambda: inception_features(net, paths, device, cfg.batch_size, desc))
+
+    ref = features(reference, "Inception reference")
     results = {}
     for method, paths in sets.items():
-        gen = inception_features(net, paths, device, cfg.batch_size, f"Inception {method}")
+        gen = features(paths, f"Inception {method}")
         results[method] = {"n_images": len(paths), "fid": fid_from_features(gen, ref),
                            "fid_n": {"generated": len(paths), "reference": len(reference)}}
     return {**provenance(cfg.random_init),

@@ -23,6 +23,7 @@ from eval.fid import fid_from_features, inception_features, load_inception
 from eval.images import check_readable, load_rgb
 from eval.manifest import read_manifest
 from eval.provenance import provenance
+from eval.stage_cache import StageCache, model_identity
 from eval.stages import StageLog
 from eval.segmentation import AreaTotals, area_totals, reduce_zero_label, summarize
 from eval.segmenter import Segmenter, load_segmenter
@@ -93,23 +94,36 @@ def evaluate_s2i(cfg: S2IEvalConfig, segmenter: Segmenter | None = None) -> dict
         segmenter = load_segmenter(cfg.segmenter, device, cfg.num_classes, cfg.random_init, cfg.seed)
     inception = load_inception(device, cfg.inception_weights, cfg.random_init, cfg.seed) if cfg.fid else None
     stages = StageLog(cfg.out)
+    cache = StageCache(cfg.out, cfg.reuse)
     models: dict[str, Any] = {"segmenter": segmenter.info}
-    totals = score_images(segmenter, [r.path for r in rows], annotations, cfg, "segment generated")
+    seg_id = model_identity(segmenter.info, cfg.random_init, cfg.seed)
+    settings = {"score_at": cfg.score_at, "reduce_zero_label": cfg.reduce_zero_label, "num_classes": cfg.num_classes}
+
+    def segment(images: list[Path], anns: list[Path], desc: str) -> list[AreaTotals]:
+        return cache.run(desc, seg_id, [*images, *anns], {**settings, "n_images": len(images)},
+                         lambda: score_images(segmenter, images, anns, cfg, desc))
+
+    totals = segment([r.path for r in rows], annotations, "segment generated")
     methods = list(dict.fromkeys(r.method for r in rows))
     results = {m: _scores([t for t, r in zip(totals, rows) if r.method == m], cfg.num_classes) for m in methods}
     stages.log("segment generated", {m: {k: results[m][k] for k in ("mIoU", "aAcc", "mAcc")} for m in methods})
 
     real = None
     if cfg.score_real:
-        real = _scores(score_images(segmenter, list(found.values()), list(found), cfg, "segment real"),
-                       cfg.num_classes)
+        real = _scores(segment(list(found.values()), list(found), "segment real"), cfg.num_classes)
         stages.log("segment real", {k: real[k] for k in ("mIoU", "aAcc", "mAcc")})
     if inception is not None:
         net, models["inception"] = inception
-        ref = inception_features(net, list(found.values()), device, cfg.batch_size, "Inception real")
+        inception_id = model_identity(models["inception"], cfg.random_init, cfg.seed)
+
+        def features(paths: list[Path], desc: str):
+            return cache.run(desc, inception_id, paths, None,
+                             lambda: inception_features(net, paths, device, cfg.batch_size, desc))
+
+        ref = features(list(found.values()), "Inception real")
         for method in methods:
             paths = [r.path for r in rows if r.method == method]
-            gen = inception_features(net, paths, device, cfg.batch_size, f"Inception {method}")
+            gen = features(paths, f"Inception {method}")
             results[method]["fid"] = fid_from_features(gen, ref) if len(paths) >= 2 else None
             results[method]["fid_n"] = {"generated": len(paths), "reference": len(ref)}
         stages.log("fid", {m: results[m]["fid"] for m in methods})
