@@ -172,7 +172,8 @@ def evaluate_dreambooth(cfg: DreamBoothEvalConfig) -> dict[str, Any]:
             if cfg.real_self_pairs:
                 self_pairs["lpips"] = cache.run(
                     "lpips real", model_id, real_paths,
-                    {"size": cfg.lpips_size, "subjects": subjects, "real_per_subject": [len(real[s]) for s in subjects]},
+                    {"size": cfg.lpips_size, "subjects": subjects,
+                     "real_per_subject": [len(real[s]) for s in subjects]},
                     lambda: lpips_real_self_pairs(model, real, device, cfg.lpips_size, cfg.batch_size))
         if "lpips_diversity" in cfg.metrics:
             per_row["lpips_diversity"] = div

@@ -65,7 +65,8 @@ def load_segmenter(spec: str, device: torch.device, num_classes: int, random_ini
     info = {"model": name, "architecture": type(model).__name__, "num_labels": model.config.num_labels,
             "preprocessing": {"pipeline": f"mmseg test: keep-ratio rescale to fit {TEST_SCALE} (bilinear, no "
                                           f"antialias, uint8), normalise, zero-pad to a multiple of {SIZE_DIVISOR}",
-                              "image_mean": [float(v) for v in processor.image_mean], "image_std": [float(v) for v in processor.image_std]},
+                              "image_mean": [float(v) for v in processor.image_mean],
+                              "image_std": [float(v) for v in processor.image_std]},
             "postprocessing": "logits resized bilinearly (align_corners=False) to the padded input, padding cropped, "
                               "resized bilinearly to the scoring size, then arg-max"}
     return HFSegmenter(model.to(device).eval(), processor, device, info)

@@ -85,7 +85,8 @@ def generate(cfg: GenerateConfig) -> Path:
     if cfg.adapter is not None:
         refuse_s2i_folder(cfg.adapter)
         adapter_kind(cfg.adapter)  # a folder that is no adapter fails here, before the base model loads
-    folders = request_adapters(cfg.requests_file) if cfg.requests_file is not None else [cfg.adapter] * bool(cfg.adapter)
+    folders = (request_adapters(cfg.requests_file) if cfg.requests_file is not None
+               else [cfg.adapter] * bool(cfg.adapter))  # whose train_config.yaml may name the base model
     cfg = replace(cfg, pretrained_model_name_or_path=resolve_shared_base_model(cfg.pretrained_model_name_or_path,
                                                                                folders))
     state = PartialState()

@@ -20,7 +20,8 @@ def test_train_s2i_tiny_sizes_unless_a_flag_sets_them(capsys):
     assert (real.resolution, real.train_batch_size, real.validation_inference_steps) == (512, 16, 50)
     capsys.readouterr()
     tiny = mod.parse_args([*data, "--pretrained_model_name_or_path", "tiny", "--max_train_steps", "3"])
-    assert tiny.resolution == TINY_RESOLUTION and tiny.validation_inference_steps == TINY_S2I["validation_inference_steps"]
+    assert tiny.resolution == TINY_RESOLUTION
+    assert tiny.validation_inference_steps == TINY_S2I["validation_inference_steps"]
     assert tiny.checkpointing_steps == TINY_S2I["checkpointing_steps"] and tiny.max_train_steps == 3  # the flag wins
     assert tiny.learning_rate == real.learning_rate and tiny.captions == real.captions  # the rest stays the YAML's
     out = capsys.readouterr().out
