@@ -244,6 +244,14 @@ def _flags(name: str, prefix: str = "") -> list[str]:
     return flags
 
 
+def command_line_keys(cls: type, argv: list[str] | None = None) -> set[str]:
+    """The fields that flags in ``argv`` (default: sys.argv) set: what the user chose on the command line, as
+    opposed to dataclass defaults and ``--config`` values."""
+    ns = vars(build_parser(cls).parse_args(argv))
+    ns.pop("config")
+    return set(ns)
+
+
 def parse_config(cls: type, argv: list[str] | None = None, description: str | None = None,
                  prog: str | None = None) -> Any:
     """Parse ``argv`` (default: sys.argv) into ``cls``: defaults < ``--config`` YAML < flags."""

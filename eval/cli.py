@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, Sequence
 
+from ether_diffusion.outputs import check_writable
 from ether_diffusion.typed_config import ConfigError, parse_config
+from ether_diffusion.user_errors import debug_requested, exit_on_user_error
 from eval.config import DreamBoothEvalConfig, FIDEvalConfig, S2IEvalConfig
 from eval.errors import EvalInputError, ModelNotAvailableError
 
@@ -60,6 +62,7 @@ def run(command: str, cfg: Any) -> dict[str, Any]:
     from eval.distributed import is_main, state
     from eval.report import write_outputs
 
+    check_writable(cfg.out, "--out")  # before any image is scored
     payload = _runner(command)(cfg)
     if is_main():
         grid_rows = getattr(cfg, "grid_subjects", getattr(cfg, "grid_images", 6))
@@ -77,11 +80,17 @@ def run(command: str, cfg: Any) -> dict[str, Any]:
     return payload
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    return ConfigError, EvalInputError, ModelNotAvailableError, FileNotFoundError, NotADirectoryError, PermissionError
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """0 on success; a user error is one ``ether-eval: error: ...`` line and 2 (``--debug`` / ``ETHER_DEBUG=1``:
+    the traceback instead)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
     try:
-        command, cfg = parse_args(argv)
-        run(command, cfg)
-    except (ConfigError, EvalInputError, ModelNotAvailableError) as err:
-        print(f"ether-eval: error: {err}", file=sys.stderr)
-        return 2
+        exit_on_user_error(lambda: run(*parse_args(argv)), user_errors, debug=debug, prefix=f"{PROG}: error: ")
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
     return 0

@@ -17,6 +17,8 @@ DREAMBOOTH_METRICS = ("dino", "clip_i", "clip_t", "lpips", "lpips_diversity")
 
 
 def _need_dir(value: str, what: str, hint: str) -> None:
+    if not value:  # not given (an empty path would silently mean the current folder)
+        raise EvalInputError(f"{what} folder is required; {hint}")
     if not Path(value).expanduser().is_dir():
         raise EvalInputError(f"{what} folder '{value}' not found; {hint}")
 
@@ -30,6 +32,8 @@ class RuntimeOptions:
     seed: int = option(0, "seed of the random-init weights")
     device: str | None = option(None, "torch device; default: this process's accelerate device (cuda if any)")
     batch_size: int = option(16, "images per forward pass")
+    reuse: bool = option(True, "reuse the passes an earlier run over the same files finished (<out>/cache, keyed by "
+                               "file content, model and settings); false computes everything again")
 
     def __post_init__(self) -> None:
         check_fields(self)

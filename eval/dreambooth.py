@@ -17,11 +17,13 @@ from eval.distributed import pick_device
 from eval.dreambooth_lpips import lpips_generated, lpips_real_self_pairs
 from eval.encoders import load_clip, load_dino
 from eval.errors import EvalInputError
-from eval.images import is_all_black, subject_images
+from eval.images import check_readable, is_all_black, subject_images
 from eval.lpips_metric import load_lpips
 from eval.manifest import ManifestRow, read_manifest
 from eval.pairwise import cosine_matrix, flat_mean, grouped_flat_means, off_diagonal, pair_count
 from eval.provenance import provenance
+from eval.stage_cache import StageCache, model_identity
+from eval.stages import StageLog
 
 PROTOCOL = {
     "name": "dreambooth",
@@ -99,9 +101,18 @@ def _clip_t(clip: Any, gen: torch.Tensor, prompts: Sequence[str], batch_size: in
     return [cosine_matrix(gen[i : i + 1], text[index[p]][None]).numpy()[0] for i, p in enumerate(prompts)]
 
 
+def _stage_means(per_row: dict[str, Sequence[np.ndarray | None]], rows: Sequence[ManifestRow]) -> dict[str, Any]:
+    return {method: r["means"] for method, r in aggregate(per_row, rows).items()}
+
+
 def evaluate_dreambooth(cfg: DreamBoothEvalConfig) -> dict[str, Any]:
-    """Score the generated images of `cfg.generated` against `cfg.real`; returns the metrics.json payload."""
+    """Score the generated images of `cfg.generated` against `cfg.real`; returns the metrics.json payload.
+
+    Every image and every model is checked (headers read, weights loaded) before the first pass; each finished pass
+    writes its numbers to ``<out>/stages.json``.
+    """
     rows = read_manifest(cfg.generated, require=("subject",))
+    check_readable([r.path for r in rows], "generated")
     black = [r for r in rows if is_all_black(r.path)] if cfg.skip_black_images else []
     rows = [r for r in rows if r not in black]  # OFT's datasets return None for all-black images
     if not rows:
@@ -111,39 +122,62 @@ def evaluate_dreambooth(cfg: DreamBoothEvalConfig) -> dict[str, Any]:
     real_paths = [p for s in subjects for p in real[s]]
     bounds = np.cumsum([0] + [len(real[s]) for s in subjects])
     real_slice = {s: slice(int(bounds[k]), int(bounds[k + 1])) for k, s in enumerate(subjects)}  # s in real_paths
+    check_readable(real_paths, "real")
     device = pick_device(cfg.device)
+    wants_clip = {"clip_i", "clip_t"} & set(cfg.metrics)
+    wants_lpips = {"lpips", "lpips_diversity"} & set(cfg.metrics)
+    encoders = {name: loader(spec, device, cfg.random_init, cfg.seed)  # preflight: every model before any pass
+                for name, loader, spec, wanted in (("dino", load_dino, cfg.dino, "dino" in cfg.metrics),
+                                                   ("clip", load_clip, cfg.clip, bool(wants_clip))) if wanted}
+    lpips_model = load_lpips(device, cfg.lpips_backbone, cfg.random_init, cfg.seed) if wants_lpips else None
+    stages = StageLog(cfg.out)
+    cache = StageCache(cfg.out, cfg.reuse)
     gen_paths = [r.path for r in rows]
     per_row: dict[str, list] = {}
     self_pairs: dict[str, dict[str, np.ndarray]] = {}
     models: dict[str, Any] = {}
 
-    wants_clip = {"clip_i", "clip_t"} & set(cfg.metrics)
-    for metric, name, loader, spec, wanted in (("dino", "dino", load_dino, cfg.dino, "dino" in cfg.metrics),
-                                               ("clip_i", "clip", load_clip, cfg.clip, bool(wants_clip))):
-        if not wanted:
+    for metric, name in (("dino", "dino"), ("clip_i", "clip")):
+        if name not in encoders:
             continue
-        encoder = loader(spec, device, cfg.random_init, cfg.seed)
+        encoder = encoders[name]
         models[name] = encoder.info
-        gen = embed_files(gen_paths, encoder.embed_images, cfg.batch_size, f"{name} generated")  # (G, D)
+        model_id = model_identity(encoder.info, cfg.random_init, cfg.seed)
+        gen = cache.run(f"{name} generated", model_id, gen_paths, None,  # (G, D)
+                        lambda: embed_files(gen_paths, encoder.embed_images, cfg.batch_size, f"{name} generated"))
         if metric in cfg.metrics:
-            ref = embed_files(real_paths, encoder.embed_images, cfg.batch_size, f"{name} real")  # (R_all, D)
+            ref = cache.run(f"{name} real", model_id, real_paths, None,  # (R_all, D)
+                            lambda: embed_files(real_paths, encoder.embed_images, cfg.batch_size, f"{name} real"))
             per_row[metric], real_pairs = _cosine_pairs(gen, ref, rows, real_slice, cfg.real_self_pairs)
             if real_pairs is not None:
                 self_pairs[metric] = real_pairs
         if name == "clip" and "clip_t" in cfg.metrics:
             per_row["clip_t"] = _clip_t(encoder, gen, [_strip(r.prompt, cfg.clip_t_remove) for r in rows],
                                         cfg.batch_size)
+        stages.log(name, _stage_means({m: v for m, v in per_row.items()
+                                       if m in (("dino",) if name == "dino" else ("clip_i", "clip_t"))}, rows))
 
-    if {"lpips", "lpips_diversity"} & set(cfg.metrics):
-        model, models["lpips"] = load_lpips(device, cfg.lpips_backbone, cfg.random_init, cfg.seed)
-        cross, div = lpips_generated(model, rows, real, prompt_key, device, cfg.lpips_size, cfg.batch_size,
-                                     diversity="lpips_diversity" in cfg.metrics)
+    if lpips_model is not None:
+        model, models["lpips"] = lpips_model
+        model_id = model_identity(models["lpips"], cfg.random_init, cfg.seed)
+        diversity = "lpips_diversity" in cfg.metrics
+        groups = [(r.subject, prompt_key(r)) for r in rows]  # which pairs each row's values come from
+        cross, div = cache.run("lpips generated", model_id, [*gen_paths, *real_paths],
+                               {"size": cfg.lpips_size, "diversity": diversity, "groups": groups,
+                                "real_per_subject": [len(real[s]) for s in subjects]},
+                               lambda: lpips_generated(model, rows, real, prompt_key, device, cfg.lpips_size,
+                                                       cfg.batch_size, diversity=diversity))
         if "lpips" in cfg.metrics:
             per_row["lpips"] = cross
             if cfg.real_self_pairs:
-                self_pairs["lpips"] = lpips_real_self_pairs(model, real, device, cfg.lpips_size, cfg.batch_size)
+                self_pairs["lpips"] = cache.run(
+                    "lpips real", model_id, real_paths,
+                    {"size": cfg.lpips_size, "subjects": subjects,
+                     "real_per_subject": [len(real[s]) for s in subjects]},
+                    lambda: lpips_real_self_pairs(model, real, device, cfg.lpips_size, cfg.batch_size))
         if "lpips_diversity" in cfg.metrics:
             per_row["lpips_diversity"] = div
+        stages.log("lpips", _stage_means({m: v for m, v in per_row.items() if m.startswith("lpips")}, rows))
 
     order = [m for m in cfg.metrics if m in per_row]
     return {

@@ -9,9 +9,10 @@ from eval.config import FIDEvalConfig, config_to_dict
 from eval.distributed import pick_device
 from eval.errors import EvalInputError
 from eval.fid import fid_from_features, inception_features, load_inception
-from eval.images import list_images
+from eval.images import check_readable, list_images
 from eval.manifest import MANIFEST_NAME, read_manifest
 from eval.provenance import provenance
+from eval.stage_cache import StageCache, model_identity
 
 
 def _generated_sets(folder: Path) -> dict[str, list[Path]]:
@@ -26,12 +27,21 @@ def evaluate_fid(cfg: FIDEvalConfig) -> dict[str, Any]:
     reference = list_images(cfg.reference)
     if len(reference) < 2 or any(len(paths) < 2 for paths in sets.values()):
         raise EvalInputError("FID needs at least 2 images in every set; check --generated and --reference")
+    check_readable(reference, "reference")
+    for paths in sets.values():
+        check_readable(paths, "generated")
     device = pick_device(cfg.device)
     net, info = load_inception(device, cfg.inception_weights, cfg.random_init, cfg.seed)
-    ref = inception_features(net, reference, device, cfg.batch_size, "Inception reference")
+    cache, model_id = StageCache(cfg.out, cfg.reuse), model_identity(info, cfg.random_init, cfg.seed)
+
+    def features(paths: list[Path], desc: str):
+        return cache.run(desc, model_id, paths, None,
+                         lambda: inception_features(net, paths, device, cfg.batch_size, desc))
+
+    ref = features(reference, "Inception reference")
     results = {}
     for method, paths in sets.items():
-        gen = inception_features(net, paths, device, cfg.batch_size, f"Inception {method}")
+        gen = features(paths, f"Inception {method}")
         results[method] = {"n_images": len(paths), "fid": fid_from_features(gen, ref),
                            "fid_n": {"generated": len(paths), "reference": len(reference)}}
     return {**provenance(cfg.random_init),

@@ -22,6 +22,17 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise EvalInputError(f"cannot read image '{path}' ({err}); replace or remove it") from None
 
 
+def check_readable(paths: list[Path] | tuple[Path, ...], what: str) -> None:
+    """Open every image's header (no decoding of the pixels): a corrupt or missing file fails here, before any model
+    runs, with one `EvalInputError` naming it."""
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except (OSError, ValueError, SyntaxError) as err:
+            raise EvalInputError(f"cannot read {what} image '{path}' ({err}); replace or remove it") from None
+
+
 def is_all_black(path: str | Path) -> bool:
     """True when every pixel of every channel is 0 (what a diffusers safety checker returns)."""
     return all(high == 0 for _, high in load_rgb(path).getextrema())

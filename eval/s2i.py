@@ -20,9 +20,11 @@ from eval.config import S2IEvalConfig, config_to_dict
 from eval.distributed import is_main, map_chunks, pick_device
 from eval.errors import EvalInputError
 from eval.fid import fid_from_features, inception_features, load_inception
-from eval.images import load_rgb
+from eval.images import check_readable, load_rgb
 from eval.manifest import read_manifest
 from eval.provenance import provenance
+from eval.stage_cache import StageCache, model_identity
+from eval.stages import StageLog
 from eval.segmentation import AreaTotals, area_totals, reduce_zero_label, summarize
 from eval.segmenter import Segmenter, load_segmenter
 
@@ -66,39 +68,65 @@ def _scores(totals: Sequence[AreaTotals], num_classes: int) -> dict[str, Any]:
 
 
 def evaluate_s2i(cfg: S2IEvalConfig, segmenter: Segmenter | None = None) -> dict[str, Any]:
-    """Score `cfg.generated` against ADE20K; `segmenter` overrides the configured one (tests, custom models)."""
+    """Score `cfg.generated` against ADE20K; `segmenter` overrides the configured one (tests, custom models).
+
+    Every image (generated, annotations, references) and every model is checked before the first pass; each
+    finished pass writes its numbers to ``<out>/stages.json``.
+    """
     rows = read_manifest(cfg.generated, require=("condition",))
     manifest_dir = Path(cfg.generated)
     annotations = [resolve_condition(r.condition, manifest_dir, cfg.ade_root, r.path) for r in rows]
-    device = pick_device(cfg.device)
-    if segmenter is None:
-        segmenter = load_segmenter(cfg.segmenter, device, cfg.num_classes, cfg.random_init, cfg.seed)
-    models: dict[str, Any] = {"segmenter": segmenter.info}
-    totals = score_images(segmenter, [r.path for r in rows], annotations, cfg, "segment generated")
-    methods = list(dict.fromkeys(r.method for r in rows))
-    results = {m: _scores([t for t, r in zip(totals, rows) if r.method == m], cfg.num_classes) for m in methods}
-
     unique_ann = list(dict.fromkeys(annotations))
     references = {a: reference_image(a, cfg.ade_root, cfg.fid_reference) for a in unique_ann}
     found = {a: p for a, p in references.items() if p is not None}
+    if cfg.score_real and len(found) < len(unique_ann):
+        raise EvalInputError("score_real needs the original val image of every condition; "
+                             f"{len(unique_ann) - len(found)} missing under {cfg.ade_root}/images/validation")
+    if cfg.fid and len(found) < 2:
+        raise EvalInputError(f"FID needs the original val images (found {len(found)} under "
+                             f"{cfg.ade_root}/images/validation); pass --fid-reference DIR or --no-fid")
+    check_readable([r.path for r in rows], "generated")
+    check_readable(unique_ann, "annotation")
+    if cfg.score_real or cfg.fid:
+        check_readable(list(found.values()), "reference")
+    device = pick_device(cfg.device)
+    if segmenter is None:
+        segmenter = load_segmenter(cfg.segmenter, device, cfg.num_classes, cfg.random_init, cfg.seed)
+    inception = load_inception(device, cfg.inception_weights, cfg.random_init, cfg.seed) if cfg.fid else None
+    stages = StageLog(cfg.out)
+    cache = StageCache(cfg.out, cfg.reuse)
+    models: dict[str, Any] = {"segmenter": segmenter.info}
+    seg_id = model_identity(segmenter.info, cfg.random_init, cfg.seed)
+    settings = {"score_at": cfg.score_at, "reduce_zero_label": cfg.reduce_zero_label, "num_classes": cfg.num_classes}
+
+    def segment(images: list[Path], anns: list[Path], desc: str) -> list[AreaTotals]:
+        return cache.run(desc, seg_id, [*images, *anns], {**settings, "n_images": len(images)},
+                         lambda: score_images(segmenter, images, anns, cfg, desc))
+
+    totals = segment([r.path for r in rows], annotations, "segment generated")
+    methods = list(dict.fromkeys(r.method for r in rows))
+    results = {m: _scores([t for t, r in zip(totals, rows) if r.method == m], cfg.num_classes) for m in methods}
+    stages.log("segment generated", {m: {k: results[m][k] for k in ("mIoU", "aAcc", "mAcc")} for m in methods})
+
     real = None
     if cfg.score_real:
-        if len(found) < len(unique_ann):
-            raise EvalInputError("score_real needs the original val image of every condition; "
-                                 f"{len(unique_ann) - len(found)} missing under {cfg.ade_root}/images/validation")
-        real = _scores(score_images(segmenter, list(found.values()), list(found), cfg, "segment real"),
-                       cfg.num_classes)
-    if cfg.fid:
-        if len(found) < 2:
-            raise EvalInputError(f"FID needs the original val images (found {len(found)} under "
-                                 f"{cfg.ade_root}/images/validation); pass --fid-reference DIR or --no-fid")
-        net, models["inception"] = load_inception(device, cfg.inception_weights, cfg.random_init, cfg.seed)
-        ref = inception_features(net, list(found.values()), device, cfg.batch_size, "Inception real")
+        real = _scores(segment(list(found.values()), list(found), "segment real"), cfg.num_classes)
+        stages.log("segment real", {k: real[k] for k in ("mIoU", "aAcc", "mAcc")})
+    if inception is not None:
+        net, models["inception"] = inception
+        inception_id = model_identity(models["inception"], cfg.random_init, cfg.seed)
+
+        def features(paths: list[Path], desc: str):
+            return cache.run(desc, inception_id, paths, None,
+                             lambda: inception_features(net, paths, device, cfg.batch_size, desc))
+
+        ref = features(list(found.values()), "Inception real")
         for method in methods:
             paths = [r.path for r in rows if r.method == method]
-            gen = inception_features(net, paths, device, cfg.batch_size, f"Inception {method}")
+            gen = features(paths, f"Inception {method}")
             results[method]["fid"] = fid_from_features(gen, ref) if len(paths) >= 2 else None
             results[method]["fid_n"] = {"generated": len(paths), "reference": len(ref)}
+        stages.log("fid", {m: results[m]["fid"] for m in methods})
     return {
         **provenance(cfg.random_init),
         "protocol": PROTOCOL,

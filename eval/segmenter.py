@@ -1,8 +1,10 @@
 """Semantic segmenters for S2I scoring: any SegFormer / UperNet checkpoint that transformers loads, or random-init.
 
 ETHER's paper scores with UperNet-R101 (mmseg); OFT with SegFormer-B4 (`nvidia/segformer-b4-finetuned-ade-512-512`).
-transformers has no UperNet-R101; `openmmlab/upernet-convnext-*` are the nearest UperNets it loads. Logits are
-resized bilinearly (align_corners=False) to the scoring size and arg-maxed, as mmseg does before it scores.
+transformers has no UperNet-R101; `openmmlab/upernet-convnext-*` are the nearest UperNets it loads. Input and output
+follow mmseg's ADE20K test pipeline (`eval.mmseg_input`): keep-ratio rescale to fit (2048, 512), normalise with the
+checkpoint's mean / std, zero padding to a multiple of 32; logits resized to the padded input, padding cropped,
+resized to the scoring size, arg-max. The checkpoint's image processor only supplies the mean and std.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import transformers
 from PIL import Image
 
-from eval.encoders import pil_image_processor, processor_summary
+from eval.encoders import pil_image_processor
 from eval.errors import EvalInputError
 from eval.hub import hf_load
+from eval.mmseg_input import SIZE_DIVISOR, TEST_SCALE, prepare, segment
 from eval.random_init import tiny_segmenter
 
 
@@ -29,12 +31,6 @@ class Segmenter(Protocol):
         """Images -> (H, W) int64 train-id maps, one per image at the given (H, W)."""
 
 
-def logits_to_labels(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(C, h, w) logits -> (H, W) arg-max after a bilinear resize to `size`."""
-    up = F.interpolate(logits[None].float(), size=size, mode="bilinear", align_corners=False)  # (1, C, H, W)
-    return up[0].argmax(dim=0).cpu().numpy().astype(np.int64)
-
-
 @dataclass
 class HFSegmenter:
     model: torch.nn.Module
@@ -42,11 +38,16 @@ class HFSegmenter:
     device: torch.device
     info: dict[str, Any] = field(default_factory=dict)
 
+    scale: tuple[int, int] = TEST_SCALE
+    size_divisor: int = SIZE_DIVISOR
+
     @torch.no_grad()
     def predict(self, images: list[Image.Image], sizes: list[tuple[int, int]]) -> list[np.ndarray]:
-        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)  # (B, 3, h, w)
-        logits = self.model(pixel_values=pixels).logits  # (B, C, h', w')
-        return [logits_to_labels(lg, size) for lg, size in zip(logits, sizes, strict=True)]
+        if len(images) != len(sizes):
+            raise ValueError(f"{len(images)} images but {len(sizes)} sizes")
+        mean, std = self.processor.image_mean, self.processor.image_std
+        inputs = [prepare(im, mean, std, self.scale, self.size_divisor) for im in images]
+        return segment(lambda pixels: self.model(pixel_values=pixels).logits, inputs, sizes, self.device)
 
 
 def load_segmenter(spec: str, device: torch.device, num_classes: int, random_init: bool = False,
@@ -62,6 +63,10 @@ def load_segmenter(spec: str, device: torch.device, num_classes: int, random_ini
         raise EvalInputError(f"segmenter '{name}' predicts {model.config.num_labels} classes, not the "
                              f"{num_classes} ADE20K classes; pass an ADE20K-finetuned --segmenter")
     info = {"model": name, "architecture": type(model).__name__, "num_labels": model.config.num_labels,
-            "preprocessing": processor_summary(processor),
-            "postprocessing": "logits resized bilinearly (align_corners=False) to the scoring size, then arg-max"}
+            "preprocessing": {"pipeline": f"mmseg test: keep-ratio rescale to fit {TEST_SCALE} (bilinear, no "
+                                          f"antialias, uint8), normalise, zero-pad to a multiple of {SIZE_DIVISOR}",
+                              "image_mean": [float(v) for v in processor.image_mean],
+                              "image_std": [float(v) for v in processor.image_std]},
+            "postprocessing": "logits resized bilinearly (align_corners=False) to the padded input, padding cropped, "
+                              "resized bilinearly to the scoring size, then arg-max"}
     return HFSegmenter(model.to(device).eval(), processor, device, info)

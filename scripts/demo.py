@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ether_diffusion.training.cli import run_cli
 from ether_diffusion.typed_config import parse_config
-from ether_diffusion.training.demo import DemoConfig, run_demo
+from ether_diffusion.training.demo_config import DemoConfig
 
 
 def parse_args(argv: list[str] | None = None) -> DemoConfig:
@@ -20,6 +20,8 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
 
 
 def main(cfg: DemoConfig):
+    from ether_diffusion.training.demo import run_demo  # torch and diffusers: after the flags are read
+
     return run_demo(cfg)
 
 

@@ -11,16 +11,24 @@ Every option is a `GenerateConfig` field (`--help`); `--config file.yaml` sets t
 
 from __future__ import annotations
 
+from ether_diffusion.training.base_model import recorded_shared_base_model, request_adapters
 from ether_diffusion.training.cli import run_cli
-from ether_diffusion.typed_config import parse_config
-from ether_diffusion.training.generation import GenerateConfig, generate
+from ether_diffusion.training.tiny_defaults import TINY_GENERATE, with_tiny_defaults
+from ether_diffusion.typed_config import command_line_keys, parse_config
+from ether_diffusion.training.generate_config import GenerateConfig
 
 
 def parse_args(argv: list[str] | None = None) -> GenerateConfig:
-    return parse_config(GenerateConfig, argv)
+    cfg = parse_config(GenerateConfig, argv)
+    folders = request_adapters(cfg.requests_file) if cfg.requests_file else [cfg.adapter] * bool(cfg.adapter)
+    shared = recorded_shared_base_model(folders)
+    base = cfg.pretrained_model_name_or_path or (shared[0] if shared else None)
+    return with_tiny_defaults(cfg, command_line_keys(GenerateConfig, argv), TINY_GENERATE, base)
 
 
 def main(cfg: GenerateConfig):
+    from ether_diffusion.training.generation import generate  # torch and diffusers: after the flags are read
+
     manifest = generate(cfg)
     print(f"wrote {manifest}")
     return manifest

@@ -7,7 +7,8 @@
         --max_train_steps 400 --record_every 100 --evaluate true                # SD 1.5 on a GPU
 """
 
-from ether_diffusion.study import StudyConfig, run_study
+from ether_diffusion.study.config import StudyConfig
+from ether_diffusion.training.cli import run_cli
 from ether_diffusion.typed_config import parse_config
 
 
@@ -16,9 +17,11 @@ def parse_args(argv=None) -> StudyConfig:
 
 
 def main(cfg: StudyConfig) -> None:
+    from ether_diffusion.study.robustness import run_study  # torch and diffusers: after the flags are read
+
     path = run_study(cfg)
     print(f"done: {path} and the plots beside it")
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_cli(lambda: main(parse_args()))

@@ -12,15 +12,19 @@ Writes <output_dir>/adapter/ (weights + train_config.yaml), checkpoint-<step>/, 
 from __future__ import annotations
 
 from ether_diffusion.training.cli import run_cli
-from ether_diffusion.typed_config import parse_config
-from ether_diffusion.training.dreambooth import DreamBoothConfig, train_dreambooth
+from ether_diffusion.training.tiny_defaults import TINY_DREAMBOOTH, with_tiny_defaults
+from ether_diffusion.typed_config import command_line_keys, parse_config
+from ether_diffusion.training.dreambooth_config import DreamBoothConfig
 
 
 def parse_args(argv: list[str] | None = None) -> DreamBoothConfig:
-    return parse_config(DreamBoothConfig, argv)
+    cfg = parse_config(DreamBoothConfig, argv)
+    return with_tiny_defaults(cfg, command_line_keys(DreamBoothConfig, argv), TINY_DREAMBOOTH)
 
 
 def main(cfg: DreamBoothConfig) -> dict:
+    from ether_diffusion.training.dreambooth import train_dreambooth  # torch and diffusers: after the flags are read
+
     return train_dreambooth(cfg)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..models.control import HINT_CHANNELS
+from ..names import HINT_CHANNELS
 from ..training.options import SD15_ID, TrainConfig
 from ..typed_config import ConfigError, check_fields, option
 
@@ -71,7 +71,9 @@ class S2IConfig(TrainConfig):
 class S2IGenerateConfig:
     """Images from semantic maps with a trained S2I model (adapter + control encoder), plus manifest.jsonl."""
 
-    pretrained_model_name_or_path: str = option(SD15_ID, "base model: hub id, local diffusers folder, or 'tiny'")
+    pretrained_model_name_or_path: str | None = option(
+        None, f"base model: hub id, local diffusers folder, or 'tiny'; default: the one recorded in the model's "
+              f"train_config.yaml, else {SD15_ID}")
     revision: str | None = option(None, "hub revision of the base model")
     variant: str | None = option(None, "weights variant, e.g. 'fp16'")
     model: str = option("", "folder written by train_s2i.py (its output_dir/model: adapter + control encoder) (required)")

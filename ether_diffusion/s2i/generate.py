@@ -8,6 +8,7 @@ processes of ``accelerate launch``; the main process writes the manifest (rows a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -16,6 +17,8 @@ from accelerate import PartialState
 
 from ..data.ade20k import load_condition, scan_annotations
 from ..models.loading import load_pipeline
+from ..outputs import check_writable
+from ..training.base_model import resolve_base_model
 from ..training.generation import pipeline_dtype, render_rows, set_scheduler
 from .config import S2IGenerateConfig
 from .model import load_s2i_model
@@ -44,6 +47,8 @@ def build_s2i_pipeline(cfg: S2IGenerateConfig, device: torch.device):
 
 def generate_s2i(cfg: S2IGenerateConfig) -> Path:
     """Sample every (map, image) pair; returns the manifest path."""
+    check_writable(cfg.output_dir)  # before any model loads
+    cfg = replace(cfg, pretrained_model_name_or_path=resolve_base_model(cfg.pretrained_model_name_or_path, cfg.model))
     state = PartialState()
     maps = scan_annotations(cfg.annotations, cfg.captions, cfg.prompt, cfg.limit)  # bad input fails before loading
     pipe, controlled, method = build_s2i_pipeline(cfg, state.device)

@@ -18,6 +18,7 @@ from ..training.accelerator import build_accelerator, weight_dtype
 from ..training.loop import train_loop
 from ..training.loss import diffusion_loss, encode_latents, encode_prompts
 from ..training.optim import build_optimizer, effective_learning_rate
+from ..training.run_folder import check_run_folder, start_run_folder
 from ..training.setup import finish_training, freeze_base, prepare_training, training_noise_scheduler
 from .config import S2IConfig
 from .model import build_s2i_model, save_s2i_model
@@ -51,12 +52,15 @@ def _param_groups(cfg: S2IConfig, adapter_params, encoder_params, num_processes:
 
 def train_s2i(cfg: S2IConfig) -> dict:
     """Train; save ``<output_dir>/model`` (adapter + control encoder + train_config.yaml). Returns paths and step."""
+    check_run_folder(cfg, MODEL_DIR)  # a bad output path fails before anything loads
     accelerator = build_accelerator(cfg)
     train_samples, val_samples = _samples(cfg, accelerator)  # bad data fails before any model loads
+    start_run_folder(accelerator, cfg, MODEL_DIR)
     dtype, device = weight_dtype(accelerator), accelerator.device
     seed = cfg.seed if cfg.seed is not None else 0
     dataset = ADE20KDataset(train_samples, cfg.resolution, cfg.crop, cfg.random_flip, seed)
 
+    accelerator.print(f"loading base model {cfg.pretrained_model_name_or_path!r}", flush=True)
     pipe = load_pipeline(cfg.pretrained_model_name_or_path, revision=cfg.revision, variant=cfg.variant)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # validation samples with DDIM, as OFT
     noise_scheduler = training_noise_scheduler(pipe, cfg.prediction_type)

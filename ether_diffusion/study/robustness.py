@@ -12,56 +12,21 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.dreambooth import PROMPTS_FILE, read_prompts_file
-from ..models.tiny import TINY_ID, TINY_RESOLUTION
+from ..names import TINY_RESOLUTION
+from ..outputs import check_writable
 from ..training.dreambooth import DreamBoothConfig, train_dreambooth
+from ..training.eval_run import run_eval
 from ..training.generation import GenerateConfig, generate
-from ..training.options import ADAPTER_METHODS
-from ..typed_config import ConfigError, check_fields, load_config, option
+from ..typed_config import ConfigError, load_config
+from .config import REPO, StudyConfig
 from .plots import plot_study
 from .weights import adapter_summary, load_base_unet
 
-REPO = Path(__file__).resolve().parents[2]
 NOTICE_TINY = ("Numbers from the `tiny` model (random weights, a few steps): they show the tool works and the "
                "geometric properties (ETHER's fixed distance), not the paper's results.")
-
-
-@dataclass
-class StudyConfig:
-    """Grid of (method, learning rate) DreamBooth runs with distances, energy, loss and metrics along the way."""
-
-    pretrained_model_name_or_path: str = option(TINY_ID, "base model: 'tiny', a hub id or a local folder")
-    methods: tuple[str, ...] = option(("ether", "ether_plus", "oft", "naive", "lora"), "methods to compare")
-    learning_rates: tuple[float, ...] = option((1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "learning-rate grid")
-    dreambooth_root: str = option(str(REPO / "tests" / "assets" / "dreambooth"), "DreamBooth dataset root")
-    subject: str = option("dog", "subject folder under dreambooth_root")
-    unique_token: str = option("qwe", "rare identifier")
-    max_train_steps: int | None = option(None, "steps per run; default 12 for tiny, the config's for a real model")
-    record_every: int | None = option(None, "measure every N steps; default max_train_steps / 4")
-    evaluate: bool = option(False, "sample the 25 evaluation prompts and score them after each run")
-    num_inference_steps: int | None = option(None, "sampler steps for evaluate; default 4 for tiny, 50 otherwise")
-    output_dir: str = option("study_out", "runs, study.json and the plots")
-    keep_runs: bool = option(False, "keep each run's checkpoints (large for real models)")
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        bad = [m for m in self.methods if m not in ADAPTER_METHODS]
-        if bad or not self.methods:
-            raise ConfigError(f"methods {bad or '[]'}: choose from {', '.join(ADAPTER_METHODS)}")
-        if not self.learning_rates or any(lr <= 0 for lr in self.learning_rates):
-            raise ConfigError(f"learning_rates must be positive, got {list(self.learning_rates)}")
-        for name in ("max_train_steps", "record_every"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1 or null")
-
-    @property
-    def tiny(self) -> bool:
-        return self.pretrained_model_name_or_path == TINY_ID
 
 
 def _run_config(cfg: StudyConfig, method: str, lr: float, class_token: str, out: Path) -> DreamBoothConfig:
@@ -85,13 +50,11 @@ def _evaluate(cfg: StudyConfig, adapter: Path, out: Path) -> dict:
         prompts_and_classes=str(prompts), unique_token=cfg.unique_token, output_dir=str(out / "samples"),
         num_images_per_prompt=1, num_inference_steps=cfg.num_inference_steps or (4 if cfg.tiny else 50),
         batch_size=25 if cfg.tiny else 4, resolution=TINY_RESOLUTION if cfg.tiny else None))
-    command = [sys.executable, "-m", "eval", "dreambooth", "--generated", str(manifest.parent), "--real",
+    command = ["dreambooth", "--generated", str(manifest.parent), "--real",
                cfg.dreambooth_root, "--out", str(out / "eval"), "--clip-t-remove", cfg.unique_token]
     if cfg.tiny:
         command += ["--random-init", "--lpips-size", str(TINY_RESOLUTION)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"evaluation failed ({' '.join(command)}):\n{done.stderr[-2000:]}")
+    run_eval(command)
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     return next(iter(metrics["results"].values()))["means"]
 
@@ -128,7 +91,7 @@ def run_study(cfg: StudyConfig) -> Path:
     classes, _, _ = read_prompts_file(Path(cfg.dreambooth_root) / PROMPTS_FILE)
     if cfg.subject not in classes:
         raise ConfigError(f"subject {cfg.subject!r} is not in {cfg.dreambooth_root}/{PROMPTS_FILE}")
-    out = Path(cfg.output_dir)
+    out = check_writable(cfg.output_dir)  # before any model loads
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     base_unet = load_base_unet(cfg.pretrained_model_name_or_path)

@@ -16,5 +16,6 @@ DreamBooth:
     dreambooth.py   DreamBoothConfig, train_dreambooth
     class_images.py prior-preservation class images, generated once and kept
     generation.py   GenerateConfig, generate (adapter or base, DreamBooth eval prompts, fixed seeds, multi-GPU)
-    demo.py         DemoConfig, run_demo: train -> generate -> evaluate -> REPORT.md
+    demo_config.py  DemoConfig (light, for --help)
+    demo.py         run_demo: train -> generate -> evaluate -> REPORT.md
 """

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from ..config import PROJECTIONS, EtherConfig
 from ..io import CONFIG_NAME, WEIGHTS_NAME, load_ether, save_ether
 from ..patch import apply_ether, ether_parameters, merge_ether
+from ..typed_config import ConfigError
 
 LORA = "lora"
 
@@ -34,8 +35,11 @@ def add_adapter(unet: nn.Module, method: str, n_blocks: int = 4, target_modules=
                 attention: str = "sdpa") -> list[nn.Parameter]:
     """Freeze ``unet``, add the adapter, return its trainable parameters (always fp32)."""
     if method != LORA:
-        apply_ether(unet, EtherConfig(method=method, n_blocks=n_blocks, target_modules=tuple(target_modules),
-                                      init_seed=init_seed), attention=attention)
+        try:
+            apply_ether(unet, EtherConfig(method=method, n_blocks=n_blocks, target_modules=tuple(target_modules),
+                                          init_seed=init_seed), attention=attention)
+        except ValueError as e:  # n_blocks or target_modules that do not fit this model: the user's options
+            raise ConfigError(str(e)) from e
         return ether_parameters(unet)
     unet.requires_grad_(False)
     if attention == "xformers":
@@ -79,7 +83,8 @@ def adapter_kind(folder: str | os.PathLike) -> str:
         return LORA
     if "config" in meta and "method" in meta["config"]:
         return meta["config"]["method"]
-    raise ValueError(f"{path} is neither an ether-diffusion nor a PEFT LoRA adapter config")
+    raise ConfigError(f"{path} is neither an ether-diffusion nor a PEFT LoRA adapter config; pass a folder written "
+                      "by train_dreambooth.py (its output_dir/adapter)")
 
 
 def load_adapter(unet: nn.Module, folder: str | os.PathLike) -> str:
@@ -96,8 +101,8 @@ def load_adapter(unet: nn.Module, folder: str | os.PathLike) -> str:
     result = set_peft_model_state_dict(unet, load_file(str(Path(folder) / WEIGHTS_NAME)))
     missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
     if getattr(result, "unexpected_keys", None) or missing:
-        raise ValueError(f"LoRA adapter {folder} does not fit this UNet (e.g. "
-                         f"{(result.unexpected_keys or missing)[0]})")
+        raise ConfigError(f"LoRA adapter {folder} does not fit this UNet (e.g. "
+                          f"{(result.unexpected_keys or missing)[0]}); pass the base model it was trained on")
     return kind
 
 

@@ -3,7 +3,9 @@
 A checkpoint is written into ``.checkpoint-<step>.partial/`` (accelerate's `save_state`: optimiser, scheduler,
 gradient scaler, RNG and sampler states, plus the trainable parameters only, never the frozen base model), then
 ``COMPLETE`` (JSON with the step) is written and the folder renamed. A folder without ``COMPLETE`` (a run killed while
-saving) is never resumed from.
+saving) is never resumed from. Older checkpoints beyond ``checkpoints_total_limit`` are deleted only once the new one
+is complete, so a crash while saving always leaves the previous checkpoint; `remove_partial_checkpoints` clears the
+``.partial`` folders such a crash leaves behind.
 """
 
 from __future__ import annotations
@@ -75,6 +77,20 @@ def checkpoint_step(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def partial_checkpoints(output_dir: str | Path) -> list[Path]:
+    """The ``.checkpoint-<step>.partial`` folders in ``output_dir`` (saves that never finished)."""
+    folder = Path(output_dir)
+    return sorted(folder.glob(f".{PREFIX}*.partial")) if folder.is_dir() else []
+
+
+def remove_partial_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Delete the leftovers of interrupted saves; returns what was removed. Call on the main process only."""
+    found = partial_checkpoints(output_dir)
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True)
+    return found
+
+
 def is_complete(path: str | Path) -> bool:
     return (Path(path) / MARKER).is_file()
 
@@ -114,9 +130,9 @@ def _generator_file(folder: Path, process_index: int) -> Path:
 
 def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int, total_limit: int | None = None,
                     generators: dict[str, torch.Generator] | None = None, state: dict | None = None) -> Path:
-    """Write ``checkpoint-<step>`` atomically (call on every process); keep at most ``total_limit`` checkpoints.
+    """Write ``checkpoint-<step>`` atomically (call on every process); then keep at most ``total_limit`` checkpoints.
 
-    ``generators`` (per process, e.g. the noise generator) and the JSON-able ``state`` are saved alongside.
+    The older checkpoints are deleted after the new one is complete, never before. ``generators`` (per process, e.g. the noise generator) and the JSON-able ``state`` are saved alongside.
     """
     output_dir = Path(output_dir)
     final = output_dir / f"{PREFIX}{step}"
@@ -124,10 +140,6 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int,
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(partial, ignore_errors=True)
-        if total_limit is not None:  # room for the new one
-            old = [p for p in list_checkpoints(output_dir) if p != final]
-            for p in old[: max(0, len(old) - total_limit + 1)]:
-                shutil.rmtree(p)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
     if generators:
@@ -139,6 +151,10 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int,
         if final.exists():
             shutil.rmtree(final)
         partial.rename(final)
+        if total_limit is not None:  # the new one is complete: now the oldest may go
+            done = list_checkpoints(output_dir)
+            for p in done[: max(0, len(done) - total_limit)]:
+                shutil.rmtree(p)
     accelerator.wait_for_everyone()
     return final
 

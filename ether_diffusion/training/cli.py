@@ -1,25 +1,31 @@
-"""Entry-point helper: user errors (bad config, bad data, missing model) end the script with one line, not a trace."""
+"""Entry-point helper of the scripts: user errors (bad config, bad data, missing model or weights, unwritable
+output) end the script with one line, ``error: <message>`` on stderr and exit status 2, not a traceback.
+
+``--debug`` or ``ETHER_DEBUG=1`` shows the traceback instead (`ether_diffusion.user_errors`). Under
+``accelerate launch`` the line comes from the script's process; the launcher then reports the non-zero exit itself
+(``accelerate launch -q`` keeps that to the script's line for single-process runs).
+"""
 
 from __future__ import annotations
 
-import sys
 from typing import Callable
 
-from ..typed_config import ConfigError
-from ..io import AdapterMismatchError
-from ..models.loading import ModelNotAvailableError
-from .checkpoint import CheckpointError
+from ..user_errors import debug_requested, exit_on_user_error
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ModelNotAvailableError, CheckpointError,
-                                                 AdapterMismatchError, FileNotFoundError)
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes that mean "the input is wrong", not "the code is wrong"."""
+    from ..data.ade20k import ADE20KDataError
+    from ..data.images import ImageDataError
+    from ..io import AdapterMismatchError
+    from ..models.loading import ModelNotAvailableError
+    from ..typed_config import ConfigError
+    from .checkpoint import CheckpointError
+
+    return (ConfigError, ModelNotAvailableError, CheckpointError, AdapterMismatchError, ImageDataError,
+            ADE20KDataError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def run_cli(main: Callable[[], object], extra_errors: tuple[type[BaseException], ...] = ()) -> None:
     """Call ``main()``; a user error prints ``error: <message>`` to stderr and exits with status 2."""
-    from ..data.images import ImageDataError
-
-    try:
-        main()
-    except (*USER_ERRORS, ImageDataError, *extra_errors) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(main, lambda: (*user_errors(), *extra_errors), debug=debug_requested())

@@ -8,49 +8,22 @@ report says so. With a real model (e.g. SD 1.5) the training values come unchang
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from ..data.images import load_rgb, resize_and_crop, scan_images
-from ..models.tiny import TINY_ID, TINY_RESOLUTION
-from ..typed_config import ConfigError, check_fields, load_config, option
+from ..names import TINY_RESOLUTION
+from ..typed_config import ConfigError, load_config
+from .demo_config import REPO, DemoConfig
 from .dreambooth import DreamBoothConfig, train_dreambooth
+from .eval_run import run_eval
 from .generation import BASE, GenerateConfig, generate
 
-REPO = Path(__file__).resolve().parents[2]
 TINY_NOTICE = ("**The `tiny` model is untrained (random weights): its images are noise and every number below is a "
                "smoke test of the train -> generate -> evaluate loop, not a result.** Run the same command with "
                "`--pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5` (or a local SD 1.5 "
                "folder) for the real experiment.")
-
-
-@dataclass
-class DemoConfig:
-    """Train an adapter on one DreamBooth subject, sample its 25 evaluation prompts, score them, write a report."""
-
-    pretrained_model_name_or_path: str = option(TINY_ID, "base model: 'tiny' (CPU smoke run), a hub id or a local folder")
-    method: str = option("ether", "ether, ether_plus, oft, naive or lora (uses configs/dreambooth/<method>.yaml)")
-    train_config: str | None = option(None, "training YAML; default configs/dreambooth/<method>.yaml")
-    dreambooth_root: str = option(str(REPO / "tests" / "assets" / "dreambooth"),
-                              "DreamBooth dataset root (one folder per subject, prompts_and_classes.txt)")
-    subject: str = option("dog", "subject folder under dreambooth_root")
-    unique_token: str = option("qwe", "rare identifier (OFT's released scripts use 'qwe')")
-    output_dir: str = option("demo_out", "everything goes here; REPORT.md is the page to open")
-    max_train_steps: int | None = option(None, "default: 30 for tiny, the config's for a real model")
-    num_images_per_prompt: int | None = option(None, "default: 2 for tiny, 4 for a real model")
-    num_inference_steps: int | None = option(None, "default: 4 for tiny, 50 for a real model")
-    baseline: bool = option(True, "also sample the base model without adapter, as a reference row")
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-
-    @property
-    def tiny(self) -> bool:
-        return self.pretrained_model_name_or_path == TINY_ID
 
 
 def _train_config(cfg: DemoConfig, class_token: str) -> DreamBoothConfig:
@@ -63,7 +36,7 @@ def _train_config(cfg: DemoConfig, class_token: str) -> DreamBoothConfig:
         instance_data_dir=str(Path(cfg.dreambooth_root) / cfg.subject),
         instance_prompt=f"a photo of {cfg.unique_token} {class_token}", class_prompt=f"a photo of {class_token}",
         class_data_dir=str(out / "class_images" / class_token.replace(" ", "_")), output_dir=str(out / "train"),
-        validation_prompt=f"a {cfg.unique_token} {class_token} in the jungle")
+        validation_prompt=f"a {cfg.unique_token} {class_token} in the jungle", resume_from_checkpoint="latest")
     if cfg.tiny:  # a few minutes on 2 CPU cores
         overrides.update(resolution=TINY_RESOLUTION, max_train_steps=30, num_class_images=2, class_inference_steps=2,
                          num_validation_images=2, validation_inference_steps=4, validation_steps=15,
@@ -149,13 +122,11 @@ def run_demo(cfg: DemoConfig) -> Path:
         generate(GenerateConfig(method_name=BASE, **gen))
 
     print("[3/4] evaluating", flush=True)
-    command = [sys.executable, "-m", "eval", "dreambooth", "--generated", str(manifest.parent),
+    command = ["dreambooth", "--generated", str(manifest.parent),
                "--real", cfg.dreambooth_root, "--out", str(out / "eval"), "--clip-t-remove", cfg.unique_token]
     if cfg.tiny:  # random encoders; LPIPS at 64 px like the images
         command += ["--random-init", "--lpips-size", str(TINY_RESOLUTION)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"evaluation failed ({' '.join(command)}):\n{done.stderr[-2000:]}")
+    run_eval(command)
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
 
     print("[4/4] writing the report", flush=True)

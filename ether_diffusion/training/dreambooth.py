@@ -7,7 +7,6 @@ The instance and class prompts are fixed, so their text embeddings are computed 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,62 +14,31 @@ import torch
 from ..data.dreambooth import DreamBoothDataset, collate
 from ..data.images import SkippedImageWarning, scan_images
 from ..models.loading import load_pipeline
-from ..typed_config import ConfigError, option
 from .accelerator import build_accelerator, weight_dtype
 from .adapters import add_adapter_from_config, save_adapter
 from .class_images import ensure_class_images
 from .loop import train_loop
 from .loss import diffusion_loss, encode_latents, encode_prompts
+from ..outputs import check_writable
 from .optim import build_optimizer
-from .options import TrainConfig
+from .dreambooth_config import ADAPTER_DIR, CONFIG_FILE, DreamBoothConfig
+from .run_folder import check_run_folder, start_run_folder
 from .setup import finish_training, freeze_base, prepare_training, training_noise_scheduler
 from .validation import run_validation
 
-ADAPTER_DIR = "adapter"
-CONFIG_FILE = "train_config.yaml"
-
-
-@dataclass
-class DreamBoothConfig(TrainConfig):
-    """DreamBooth training of an ETHER / ETHER+ / OFT / naive / LoRA adapter on a few images of one subject."""
-
-    instance_data_dir: str = option("", "folder of the subject's images (required)")
-    instance_prompt: str = option("", "prompt with the rare identifier, e.g. 'a photo of sks dog' (required)")
-    with_prior_preservation: bool = option(False, "add the prior-preservation loss on class images")
-    class_data_dir: str | None = option(None, "folder of class images; missing ones are generated and kept there "
-                                          "(default: <output_dir>/class_images)")
-    class_prompt: str | None = option(None, "prompt of the class images, e.g. 'a photo of dog' (prior preservation)")
-    prior_loss_weight: float = option(1.0, "weight of the prior-preservation loss")
-    num_class_images: int = option(100, "class images wanted for prior preservation")
-    sample_batch_size: int = option(4, "batch size when generating class images")
-    class_inference_steps: int = option(50, "sampler steps when generating class images")
-    resolution: int = option(512, "training resolution (images are resized and cropped to it)")
-    center_crop: bool = option(False, "centre crop instead of a random crop")
-    random_flip: bool = option(False, "random horizontal flips")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.instance_data_dir:
-            raise ConfigError("instance_data_dir is required: pass --instance_data_dir with the subject's images")
-        if not self.instance_prompt:
-            raise ConfigError("instance_prompt is required, e.g. --instance_prompt 'a photo of sks dog'")
-        if self.with_prior_preservation and not self.class_prompt:
-            raise ConfigError("with_prior_preservation needs class_prompt, e.g. --class_prompt 'a photo of dog'")
-        for name in ("num_class_images", "sample_batch_size", "class_inference_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.resolution < 8 or self.resolution % 8:
-            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
-        if self.prior_loss_weight < 0:
-            raise ConfigError(f"prior_loss_weight must be >= 0, got {self.prior_loss_weight}")
 
 
 def train_dreambooth(cfg: DreamBoothConfig) -> dict:
     """Train, save ``<output_dir>/adapter`` (+ ``train_config.yaml``); returns paths and the final step."""
-    scan_images(cfg.instance_data_dir, "instance")  # fail on a bad folder before loading any model
+    scan_images(cfg.instance_data_dir, "instance")  # fail on a bad folder or output path before loading any model
+    check_run_folder(cfg, ADAPTER_DIR)
+    if cfg.with_prior_preservation and cfg.class_data_dir is not None:
+        check_writable(cfg.class_data_dir, "class_data_dir")
     accelerator = build_accelerator(cfg)
+    start_run_folder(accelerator, cfg, ADAPTER_DIR)
     dtype, device = weight_dtype(accelerator), accelerator.device
     seed = cfg.seed if cfg.seed is not None else 0
+    accelerator.print(f"loading base model {cfg.pretrained_model_name_or_path!r}", flush=True)
     pipe = load_pipeline(cfg.pretrained_model_name_or_path, revision=cfg.revision, variant=cfg.variant)
 
     class_dir = None

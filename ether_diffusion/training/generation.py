@@ -11,73 +11,24 @@ same image whatever the batch size, the number of processes or the GPU. Batches 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
 
 import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from ..data.dreambooth import PROMPTS_FILE, eval_prompts
+from ..data.dreambooth import eval_prompts
 from ..io import load_ether
 from ..models.loading import load_pipeline
 from ..multi import NONE
-from ..typed_config import ConfigError, check_fields, option
+from ..outputs import check_writable
+from ..typed_config import ConfigError
 from .adapters import LORA, adapter_kind, load_adapter, merge_adapter
+from .base_model import refuse_s2i_folder, request_adapters, resolve_shared_base_model
 from .manifest import write_manifest
-from .options import SD15_ID
+from .generate_config import BASE, REPO_PROMPTS_FILE, GenerateConfig  # noqa: F401  (re-exported)
 from .requests import adapter_labels, read_requests
-
-REPO_PROMPTS_FILE = Path(__file__).resolve().parents[2] / "tests" / "assets" / "dreambooth" / PROMPTS_FILE
-BASE = "base"
-
-
-@dataclass
-class GenerateConfig:
-    """Generate images (+ manifest.jsonl) from a base model and an optional adapter."""
-
-    pretrained_model_name_or_path: str = option(SD15_ID, "base model: hub id, local diffusers folder, or 'tiny'")
-    revision: str | None = option(None, "hub revision of the base model")
-    variant: str | None = option(None, "weights variant, e.g. 'fp16'")
-    adapter: str | None = option(None, "adapter folder (train_dreambooth's <output_dir>/adapter); none = base model")
-    method_name: str | None = option(None, "method label in the manifest; default: the adapter's method, or 'base'")
-    prompts: tuple[str, ...] = option((), "prompts to sample (or use prompts_file / subject)")
-    prompts_file: str | None = option(None, "text file, one prompt per line")
-    subject: str | None = option(None, "DreamBooth subject (folder name): sample its 25 evaluation prompts")
-    requests_file: str | None = option(None, "JSONL, one {prompt, adapter[, seed, subject, ...]} per line: batches mix "
-                                         "adapters, one per sample (see ether_diffusion/training/requests.py)")
-    prompts_and_classes: str = option(str(REPO_PROMPTS_FILE), f"DreamBooth's {PROMPTS_FILE}")
-    unique_token: str = option("sks", "the rare identifier of the subject in the prompts")
-    class_token: str | None = option(None, "class noun of the subject; default: from prompts_and_classes")
-    num_images_per_prompt: int = option(4, "images per prompt")
-    seed: int = option(0, "base seed (see the module docstring)")
-    batch_size: int = option(4, "images per pipeline call")
-    num_inference_steps: int = option(50, "sampler steps")
-    guidance_scale: float = option(7.5, "classifier-free guidance scale")
-    resolution: int | None = option(None, "image side in pixels; default: the model's")
-    scheduler: Literal["default", "ddim", "dpm_solver", "euler"] = option("default", "sampler; default: the model's")
-    merge: bool = option(True, "fold the adapter into the weights (base-model speed); false runs the adapter layers")
-    attention: Literal["sdpa", "xformers"] = option("sdpa", "attention kernel of the unmerged adapter")
-    mixed_precision: Literal["no", "fp16", "bf16"] | None = option(None, "weights dtype; default fp16 on GPU, fp32 on CPU")
-    output_dir: str = option("samples", "images go to <output_dir>/<method>/<subject or 'prompts'>/, plus manifest.jsonl")
-    skip_existing: bool = option(True, "keep images already on disk (an interrupted run continues)")
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        sources = [bool(self.prompts), self.prompts_file is not None, self.subject is not None,
-                   self.requests_file is not None]
-        if sum(sources) != 1:
-            raise ConfigError("give exactly one of --prompts, --prompts_file, --subject (DreamBooth evaluation set) "
-                              "or --requests_file")
-        if self.requests_file is not None and self.adapter is not None:
-            raise ConfigError("--requests_file names an adapter per row; drop --adapter")
-        for name in ("num_images_per_prompt", "batch_size", "num_inference_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
-            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
-
 
 def prompt_list(cfg: GenerateConfig) -> tuple[list[str], dict]:
     """(prompts, extra manifest keys shared by all rows)."""
@@ -111,6 +62,9 @@ def pipeline_dtype(cfg: GenerateConfig, device: torch.device) -> torch.dtype:
 
 def build_pipeline(cfg: GenerateConfig, device: torch.device):
     """(pipeline on ``device``, method label)."""
+    if PartialState().is_main_process:
+        print(f"loading base model {cfg.pretrained_model_name_or_path!r}"
+              + (f" and adapter {cfg.adapter}" if cfg.adapter else ""), flush=True)
     pipe = load_pipeline(cfg.pretrained_model_name_or_path, torch_dtype=pipeline_dtype(cfg, device), revision=cfg.revision,
                          variant=cfg.variant)
     method = BASE
@@ -127,6 +81,14 @@ def build_pipeline(cfg: GenerateConfig, device: torch.device):
 
 def generate(cfg: GenerateConfig) -> Path:
     """Sample every (prompt, image) pair; returns the manifest path."""
+    check_writable(cfg.output_dir)  # before any model loads
+    if cfg.adapter is not None:
+        refuse_s2i_folder(cfg.adapter)
+        adapter_kind(cfg.adapter)  # a folder that is no adapter fails here, before the base model loads
+    folders = (request_adapters(cfg.requests_file) if cfg.requests_file is not None
+               else [cfg.adapter] * bool(cfg.adapter))  # whose train_config.yaml may name the base model
+    cfg = replace(cfg, pretrained_model_name_or_path=resolve_shared_base_model(cfg.pretrained_model_name_or_path,
+                                                                               folders))
     state = PartialState()
     if cfg.requests_file is not None:
         return generate_requests(cfg, state)

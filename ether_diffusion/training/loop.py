@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, remove_partial_checkpoints, resolve_checkpoint, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,10 @@ def train_loop(accelerator, cfg, model, optimizer, lr_scheduler, dataloader, par
     is called every ``cfg.validation_steps`` optimiser steps (on every process; it decides who works).
     """
     global_step = 0
+    if accelerator.is_main_process:
+        for stale in remove_partial_checkpoints(cfg.output_dir):
+            print(f"removed {stale}, a checkpoint whose save was interrupted", flush=True)
+    accelerator.wait_for_everyone()
     path = resolve_checkpoint(cfg.output_dir, cfg.resume_from_checkpoint)
     if path is not None:
         global_step = load_checkpoint(accelerator, path, generators={"noise": generator})["step"]
@@ -76,8 +80,10 @@ def train_loop(accelerator, cfg, model, optimizer, lr_scheduler, dataloader, par
             bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
             accelerator.log(logs, step=global_step)
             if global_step % cfg.checkpointing_steps == 0:
-                save_checkpoint(accelerator, cfg.output_dir, global_step, cfg.checkpoints_total_limit,
-                                generators={"noise": generator}, state={"epoch": epoch})
+                saved = save_checkpoint(accelerator, cfg.output_dir, global_step, cfg.checkpoints_total_limit,
+                                        generators={"noise": generator}, state={"epoch": epoch})
+                if accelerator.is_local_main_process:
+                    bar.write(f"saved checkpoint {saved}")
             if on_validation is not None and global_step % cfg.validation_steps == 0:
                 on_validation(global_step)
             if global_step >= plan.max_train_steps:

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config import PROJECTIONS
-from ..functional import METHODS
+from ..names import METHODS, PROJECTIONS
 from ..typed_config import ConfigError, check_fields, option
 
 ADAPTER_METHODS = (*METHODS, "lora")
@@ -79,6 +78,9 @@ class TrainConfig:
     checkpoints_total_limit: int | None = option(None, "keep at most this many checkpoints (oldest deleted)")
     resume_from_checkpoint: str | None = option(None, "'latest' (last complete checkpoint in output_dir, or a fresh "
                                                   "start if none) or a checkpoint folder")
+    overwrite_output_dir: bool = option(False, "start over in an output_dir that holds a previous run: its weights, "
+                                               "checkpoints and validation images are deleted first (without this "
+                                               "flag or resume_from_checkpoint such a folder is refused)")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -98,6 +100,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.pretrained_model_name_or_path:
             raise ConfigError("pretrained_model_name_or_path is empty; pass a hub id, a local folder or 'tiny'")
+        if self.overwrite_output_dir and self.resume_from_checkpoint is not None:
+            raise ConfigError("pass either --resume_from_checkpoint (continue the run in output_dir) or "
+                              "--overwrite_output_dir (replace it), not both")
         if self.method == "lora" and any(not any(t.endswith(p) for p in PROJECTIONS) for t in self.target_modules):
             raise ConfigError(f"target_modules {list(self.target_modules)} must end in one of {PROJECTIONS}")
 

@@ -68,3 +68,4 @@ def finish_training(accelerator, cfg, step: int, folder: Path, config_file: str,
             validate(step)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    accelerator.print(f"{folder.name} saved to {folder} (step {step})", flush=True)

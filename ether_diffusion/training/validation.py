@@ -49,6 +49,7 @@ def run_validation(accelerator, pipeline, cfg, step: int, height: int, width: in
     """Generate ``cfg.num_validation_images`` of ``cfg.validation_prompt`` (main process only), save and log them."""
     if cfg.validation_prompt is None or not accelerator.is_main_process:
         return []
+    print(f"validation at step {step}: {cfg.num_validation_images} image(s) of {cfg.validation_prompt!r}", flush=True)
     unet = pipeline.unet
     was_training = unet.training
     unet.eval()

@@ -13,14 +13,18 @@ DOG = ASSETS / "dog"
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
+def reset_accelerate() -> None:
     """Each in-process run builds its own Accelerator; accelerate keeps process-wide singletons, so reset them."""
-    yield
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    yield
+    reset_accelerate()
 
 
 def smooth_image(seed: int, size=(48, 48), mode="RGB") -> Image.Image:

@@ -37,7 +37,8 @@ def test_accelerate_launch_then_generate_for_eval(tmp_path):
                "a photo of dog", "--class_data_dir", str(tmp_path / "class"), "--num_class_images", "2",
                "--class_inference_steps", "1", "--resolution", "64", "--max_train_steps", "2",
                "--output_dir", str(out), "--report_to", "none", "--seed", "0"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])  # this checkout's package
+    env = dict(os.environ, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=path)
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "loss=" in done.stderr and "2/2" in done.stderr  # the progress bar

@@ -55,7 +55,8 @@ def test_two_processes_train_then_generate_then_eval(tmp_path):
            "--train_batch_size", "1", "--max_train_steps", "2", "--checkpointing_steps", "2",
            "--num_validation_images", "2", "--validation_inference_steps", "1", "--report_to", "none",
            "--output_dir", str(run)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}  # this checkout
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "loss=" in done.stderr and "2/2" in done.stderr  # the progress bar

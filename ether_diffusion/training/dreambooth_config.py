@@ -1,0 +1,46 @@
+"""`DreamBoothConfig`: the options of train_dreambooth.py (light: no torch, so ``--help`` is immediate)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..typed_config import ConfigError, option
+from .options import TrainConfig
+
+ADAPTER_DIR = "adapter"
+CONFIG_FILE = "train_config.yaml"
+
+
+@dataclass
+class DreamBoothConfig(TrainConfig):
+    """DreamBooth training of an ETHER / ETHER+ / OFT / naive / LoRA adapter on a few images of one subject."""
+
+    instance_data_dir: str = option("", "folder of the subject's images (required)")
+    instance_prompt: str = option("", "prompt with the rare identifier, e.g. 'a photo of sks dog' (required)")
+    with_prior_preservation: bool = option(False, "add the prior-preservation loss on class images")
+    class_data_dir: str | None = option(None, "folder of class images; missing ones are generated and kept there "
+                                          "(default: <output_dir>/class_images)")
+    class_prompt: str | None = option(None, "prompt of the class images, e.g. 'a photo of dog' (prior preservation)")
+    prior_loss_weight: float = option(1.0, "weight of the prior-preservation loss")
+    num_class_images: int = option(100, "class images wanted for prior preservation")
+    sample_batch_size: int = option(4, "batch size when generating class images")
+    class_inference_steps: int = option(50, "sampler steps when generating class images")
+    resolution: int = option(512, "training resolution (images are resized and cropped to it)")
+    center_crop: bool = option(False, "centre crop instead of a random crop")
+    random_flip: bool = option(False, "random horizontal flips")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.instance_data_dir:
+            raise ConfigError("instance_data_dir is required: pass --instance_data_dir with the subject's images")
+        if not self.instance_prompt:
+            raise ConfigError("instance_prompt is required, e.g. --instance_prompt 'a photo of sks dog'")
+        if self.with_prior_preservation and not self.class_prompt:
+            raise ConfigError("with_prior_preservation needs class_prompt, e.g. --class_prompt 'a photo of dog'")
+        for name in ("num_class_images", "sample_batch_size", "class_inference_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.resolution < 8 or self.resolution % 8:
+            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+        if self.prior_loss_weight < 0:
+            raise ConfigError(f"prior_loss_weight must be >= 0, got {self.prior_loss_weight}")

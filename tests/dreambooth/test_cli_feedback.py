@@ -1,0 +1,44 @@
+"""What a user sees (``--help``: tests/test_help.py): ``tiny`` with tiny-sized defaults unless a flag says
+otherwise, and a line for each slow phase (loading, validation, checkpoint) plus where the adapter went."""
+
+from __future__ import annotations
+
+from ether_diffusion import names
+from ether_diffusion.training.dreambooth import train_dreambooth
+
+from .conftest import REPO, tiny_config
+from .test_scripts import _script
+
+
+def test_light_names_match_the_library():
+    from ether_diffusion.config import PROJECTIONS
+    from ether_diffusion.data.dreambooth import PROMPTS_FILE
+    from ether_diffusion.functional import METHODS
+    from ether_diffusion.models.control import HINT_CHANNELS
+    from ether_diffusion.models.tiny import TINY_ID, TINY_RESOLUTION
+
+    assert (names.METHODS, names.PROJECTIONS, names.PROMPTS_FILE, names.TINY_ID, names.TINY_RESOLUTION,
+            names.HINT_CHANNELS) == (METHODS, PROJECTIONS, PROMPTS_FILE, TINY_ID, TINY_RESOLUTION, HINT_CHANNELS)
+
+
+def test_tiny_brings_tiny_defaults_unless_a_flag_sets_them(capsys):
+    mod = _script("train_dreambooth")
+    yaml = ["--config", str(REPO / "configs" / "dreambooth" / "ether.yaml")]
+    real = mod.parse_args(yaml)
+    assert (real.resolution, real.num_class_images, real.max_train_steps) == (512, 200, 2005)
+    capsys.readouterr()
+    tiny = mod.parse_args([*yaml, "--pretrained_model_name_or_path", "tiny", "--max_train_steps", "3"])
+    assert (tiny.resolution, tiny.num_class_images, tiny.class_inference_steps) == (64, 4, 2)
+    assert tiny.max_train_steps == 3 and tiny.learning_rate == real.learning_rate  # the flag wins; the rest stays
+    out = capsys.readouterr().out
+    assert "tiny model: resolution=64" in out and "max_train_steps" not in out
+
+
+def test_progress_lines(tmp_path, capsys):
+    train_dreambooth(tiny_config(tmp_path / "run", checkpointing_steps=2, validation_prompt="a qwe dog",
+                                 num_validation_images=1, validation_inference_steps=1, validation_steps=2))
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    for line in ("loading base model 'tiny'", "validation at step 2", f"saved checkpoint {tmp_path / 'run'}",
+                 f"adapter saved to {tmp_path / 'run' / 'adapter'} (step 2)"):
+        assert line in text, line
