@@ -9,9 +9,9 @@ from typing import Any
 
 from .functional import METHODS
 from .typed_config import ConfigError
+from .names import PROJECTIONS  # noqa: F401  (re-exported: the projections a processor computes)
 
 # the projections an attention processor computes itself, named relative to diffusers' `Attention`
-PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 @dataclass(frozen=True)

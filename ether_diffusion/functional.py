@@ -25,10 +25,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from .names import METHODS
 
 Params = dict[str, torch.Tensor]
 
-METHODS = ("ether", "ether_plus", "oft", "naive")
 # methods with a second transform on the output side of the layer
 OUTPUT_SIDE_METHODS = ("ether_plus",)
 _EPS = 1e-12

@@ -1,8 +1,7 @@
 """Names the command-line configs need, importable without torch (so ``--help`` answers at once).
 
-They mirror `ether_diffusion.functional.METHODS`, `ether_diffusion.config.PROJECTIONS` and
-`ether_diffusion.data.dreambooth.PROMPTS_FILE`, `ether_diffusion.models.tiny.TINY_ID` / `TINY_RESOLUTION` and
-`ether_diffusion.models.control.HINT_CHANNELS` (a test keeps them equal).
+The library's modules take them from here (`functional.METHODS`, `config.PROJECTIONS`, `data.dreambooth.PROMPTS_FILE`,
+`models.tiny.TINY_ID` / `TINY_RESOLUTION`, `models.control.HINT_CHANNELS`).
 """
 
 METHODS = ("ether", "ether_plus", "oft", "naive")

@@ -14,10 +14,10 @@ import torch
 from torch.utils.data import Dataset
 
 from .images import load_rgb, resize_and_crop, scan_images, to_tensor
+from ..names import PROMPTS_FILE
 
 # classes whose subjects use the "live subject" prompt list (the dogs and cats of the dataset)
 LIVE_CLASSES = ("dog", "cat")
-PROMPTS_FILE = "prompts_and_classes.txt"
 
 
 class DreamBoothDataset(Dataset):

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..typed_config import ConfigError
+from ..names import HINT_CHANNELS  # noqa: F401  (ControlNet's input_hint_block widths)
 
 ENCODER_WEIGHTS = "control_encoder.safetensors"
 ENCODER_CONFIG = "control_encoder_config.json"
 ENCODER_FORMAT = "ether-diffusion-control-encoder"
-HINT_CHANNELS = (16, 32, 96, 256)  # ControlNet's input_hint_block widths
 
 
 @dataclass(frozen=True)

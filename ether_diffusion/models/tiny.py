@@ -13,9 +13,8 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from .tokenizer import clip_tokenizer
 from .unet_configs import TINY_UNET, build_unet
+from ..names import TINY_ID, TINY_RESOLUTION  # noqa: F401  (latents are 8x smaller)
 
-TINY_ID = "tiny"
-TINY_RESOLUTION = 64  # px; latents are 8x smaller
 
 TINY_VAE = dict(
     block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,

@@ -17,8 +17,12 @@ def test_light_names_match_the_library():
     from ether_diffusion.models.control import HINT_CHANNELS
     from ether_diffusion.models.tiny import TINY_ID, TINY_RESOLUTION
 
-    assert (names.METHODS, names.PROJECTIONS, names.PROMPTS_FILE, names.TINY_ID, names.TINY_RESOLUTION,
-            names.HINT_CHANNELS) == (METHODS, PROJECTIONS, PROMPTS_FILE, TINY_ID, TINY_RESOLUTION, HINT_CHANNELS)
+    # one definition: the library's names are the light module's objects, not copies
+    assert (names.METHODS, names.PROJECTIONS, names.PROMPTS_FILE, names.HINT_CHANNELS) == (
+        METHODS, PROJECTIONS, PROMPTS_FILE, HINT_CHANNELS)
+    assert all(a is b for a, b in ((names.METHODS, METHODS), (names.PROJECTIONS, PROJECTIONS),
+                                   (names.HINT_CHANNELS, HINT_CHANNELS), (names.TINY_ID, TINY_ID)))
+    assert names.TINY_RESOLUTION == TINY_RESOLUTION
 
 
 def test_tiny_brings_tiny_defaults_unless_a_flag_sets_them(capsys):
