@@ -109,6 +109,7 @@ class StepFold:
                           if id(proc) in self.cross)
         # the layout as it is: the copied processors are not filled in yet
         new.__init__(layers, self.method, self.n, cross, (self.segments, self.where, self.seg_shapes))
+        new.forwards = copy.deepcopy(self.forwards, memo)  # the copied model's own counter
         return new
 
     def _whole(self, adapters: list) -> bool:

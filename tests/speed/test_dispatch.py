@@ -325,6 +325,12 @@ STEP_CACHE = textwrap.dedent("""
         with torch.no_grad():
             torch.testing.assert_close(outputs(clone, x, text), outputs(ref, x, text), rtol=1e-5, atol=1e-5)
         assert clone._ether_step_fold.weights is not None  # the copy folded for itself
+        assert clone._ether_step_fold.forwards is ed.patch.get_state(clone).forwards  # and counts its own forwards
+        for model in (clone, ref):
+            for q in ed.ether_parameters(model)[:4]:
+                q.data.mul_(-1.0)
+        with torch.no_grad():
+            torch.testing.assert_close(outputs(clone, x, text), outputs(ref, x, text), rtol=1e-5, atol=1e-5)
     print("ok")
 """)
 
