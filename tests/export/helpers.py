@@ -33,7 +33,7 @@ def unet_out(pipe, seed=0):
 
 def images(pipe, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return pipe(PROMPT, num_inference_steps=2, height=64, width=64, generator=generator, output_type="np").images
+    return pipe(PROMPT, num_inference_steps=2, height=16, width=16, generator=generator, output_type="np").images
 
 
 def relative(got, want):
