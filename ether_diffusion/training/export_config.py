@@ -17,16 +17,17 @@ LORA_SUFFIX = ".safetensors"
 class ExportConfig:
     """Write an adapter as one LoRA file (diffusers or kohya keys) or as a merged diffusers model folder."""
 
-    adapter: str | None = option(None, "adapter folder (train_dreambooth's <output_dir>/adapter)")
+    adapter: str | None = option(None, "required: the adapter folder (train_dreambooth's <output_dir>/adapter)")
     pretrained_model_name_or_path: str | None = option(
         None, f"base model the adapter was trained on: hub id, local diffusers folder, or 'tiny'; default: the one "
               f"recorded in the adapter's train_config.yaml, else {SD15_ID}")
     revision: str | None = option(None, "hub revision of the base model")
     variant: str | None = option(None, "weights variant of the base model, e.g. 'fp16'")
     to: Literal["lora-diffusers", "lora-kohya", "merged"] | None = option(
-        None, "lora-diffusers (pipe.load_lora_weights), lora-kohya (ComfyUI, AUTOMATIC1111, kohya's scripts) or merged "
-              "(a diffusers pipeline folder with the adapter folded in)")
-    output: str | None = option(None, f"the {LORA_SUFFIX} file (lora-*) or the pipeline folder (merged) to write")
+        None, "required: lora-diffusers (pipe.load_lora_weights), lora-kohya (ComfyUI, AUTOMATIC1111, kohya's "
+              "scripts) or merged (a diffusers pipeline folder with the adapter folded in)")
+    output: str | None = option(
+        None, f"required: the {LORA_SUFFIX} file (lora-*) or the pipeline folder (merged) to write")
     dtype: Literal["fp16", "fp32"] = option("fp32", "dtype of the written tensors (computed in float64 / float32)")
     rank: int | None = option(None, "LoRA rank; required for oft and naive (a truncated SVD); ether and ether_plus are "
                                     "exact at rank n_blocks and 4 x n_blocks without it")
