@@ -58,8 +58,9 @@ def exact_rank(method: str, n_blocks: int, output_side: bool = True) -> int | No
 
 
 def layer_factors(weight: torch.Tensor, method: str, p_in: Fn.Params, p_out: Fn.Params | None,
-                  rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(B (f, r), A (r, d), relative error ``‖H̃WH - W - B A‖_F / ‖H̃WH - W‖_F``) in float64 for one projection.
+                  rank: int | None = None, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(B (f, r), A (r, d), relative error) for one projection: the factors computed in float64 and cast to ``dtype``,
+    and ``‖ΔW - B A‖_F / ‖ΔW‖_F`` of the cast factors, with ``ΔW = H̃ W H - W``.
 
     ``rank`` None (or the exact rank) takes the closed form for ``ether`` / ``ether_plus``; any other rank, and the
     other methods, a truncated SVD of the change.
@@ -76,9 +77,12 @@ def layer_factors(weight: torch.Tensor, method: str, p_in: Fn.Params, p_out: Fn.
             b, a = Fn.ether_plus_lora_factors(w, p_in, p_out)
         else:
             raise ExportError(f"method {method!r} has no exact low-rank form; pass rank=... (a truncated SVD)")
-        norm = delta.norm()
-        return b, a, float((delta - b @ a).norm() / norm) if norm > 0 else 0.0
-    return Fn.svd_lora_factors(delta, rank)
+    else:
+        b, a, _ = Fn.svd_lora_factors(delta, rank)
+    b, a = b.to(dtype), a.to(dtype)
+    norm = delta.norm()
+    error = float((delta - b.double() @ a.double()).norm() / norm) if norm > 0 else 0.0
+    return b, a, error
 
 
 def lora_keys(module: str, format: str) -> tuple[str, str, str | None]:
@@ -159,7 +163,8 @@ def export_lora(model: nn.Module, file: str | os.PathLike, format: str = "diffus
     """Write the (active or named) ETHER-family adapter of the UNet ``model`` as one LoRA ``.safetensors`` file.
 
     ``ether`` and ``ether_plus`` are exact at their own rank (n, 4n) when ``rank`` is None; ``oft`` and ``naive``
-    need ``rank`` (a truncated SVD; the worst layer's relative error is logged and recorded). The change is taken
+    need ``rank`` (a truncated SVD; the worst layer's relative error is logged). The recorded max_relative_error is
+    the worst layer's ``‖ΔW - B A‖_F / ‖ΔW‖_F`` with the factors as written (in ``dtype``). The change is taken
     against the projections' base weights (a PEFT LoRA layer's base layer; a LoRA itself is not exported). The
     metadata records method, n_blocks, rank, lora_format, base_model (default: the model's ``_name_or_path``),
     max_relative_error and the library version.
@@ -184,7 +189,7 @@ def export_lora(model: nn.Module, file: str | os.PathLike, format: str = "diffus
             layer = f"{attn_name}.{p}"
             p_in, p_out = proc.adapter(p, adapter_name).params()
             b, a, errors[layer] = layer_factors(_base_weight(get_projection(attn, p), layer), method, p_in, p_out,
-                                                rank)
+                                                rank, dtype)
             factors[layer] = (b, a)
     worst = max(errors, key=errors.get)
     ranks = sorted({a.shape[0] for _, a in factors.values()})

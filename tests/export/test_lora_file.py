@@ -66,7 +66,7 @@ def test_keys_ranks_and_metadata(adapted, format, tmp_path):
     meta = read_lora_metadata(file)
     assert {k: meta[k] for k in ("method", "n_blocks", "rank", "lora_format", "base_model")} == {
         "method": method, "n_blocks": "4", "rank": str(rank), "lora_format": format, "base_model": "my/base"}
-    assert meta["ether_diffusion_version"] == ed.__version__ and float(meta["max_relative_error"]) < 1e-12
+    assert meta["ether_diffusion_version"] == ed.__version__ and float(meta["max_relative_error"]) < 1e-6  # fp32 rounding
 
 
 def test_fp16_export(tmp_path):
@@ -76,6 +76,7 @@ def test_fp16_export(tmp_path):
     f32 = ed.export_lora(pipe.unet, tmp_path / "f32.safetensors")
     f16 = ed.export_lora(pipe.unet, tmp_path / "f16.safetensors", dtype=torch.float16)
     assert all(t.dtype == torch.float16 for t in load_file(str(f16)).values())
+    assert 1e-4 < float(read_lora_metadata(f16)["max_relative_error"]) < 1e-3  # fp16 rounding of the factors
     assert f16.stat().st_size < 0.6 * f32.stat().st_size
     err32, err16 = relative(unet_out(lora_pipeline(f32)), want), relative(unet_out(lora_pipeline(f16)), want)
     assert err32 < 2e-6 and 1e-5 < err16 < 3e-4, (err32, err16)

@@ -150,5 +150,5 @@ def test_oft_with_a_rank(tmp_path, capsys):
     out = tmp_path / "oft.safetensors"
     run(["--adapter", oft, "--to", "lora-diffusers", "--output", out, "--rank", "64"])
     assert "worst relative error" in capsys.readouterr().out
-    assert float(read_lora_metadata(out)["max_relative_error"]) < 1e-9
+    assert float(read_lora_metadata(out)["max_relative_error"]) < 1e-6
     assert relative(unet_out(lora_pipeline(out)), reference(oft)) < 1e-5
