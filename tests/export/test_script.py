@@ -133,6 +133,21 @@ def test_errors_before_a_model_loads(adapter, tmp_path, capsys, no_model_loads):
     assert not (tmp_path / "y.safetensors").exists() and not (tmp_path / "m").exists()
 
 
+def lora_folder(folder):
+    """A PEFT LoRA adapter as train_dreambooth.py --method lora leaves it; returns (folder, its UNet output)."""
+    from ether_diffusion.training.adapters import add_adapter, save_adapter
+
+    pipe = tiny_pipeline()
+    add_adapter(pipe.unet, "lora", init_seed=0, lora_rank=4, lora_alpha=8)
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    save_adapter(pipe.unet, "lora", folder)
+    (folder / "train_config.yaml").write_text("pretrained_model_name_or_path: tiny\n")
+    return folder, unet_out(pipe)
+
+
 def test_adapter_and_base_model_shapes_differ(adapter, tmp_path, capsys):
     parts = tiny_components()
     parts["unet"] = build_unet(dict(TINY_UNET, block_out_channels=[64, 64]))
@@ -142,7 +157,21 @@ def test_adapter_and_base_model_shapes_differ(adapter, tmp_path, capsys):
     err = one_line(capsys, ["--adapter", adapter, "--pretrained_model_name_or_path", other, "--to", "lora-kohya",
                             "--output", tmp_path / "y.safetensors"], after_progress_bars=True)
     assert "was saved with (out, in) = (32, 32) but this model has (64, 64)" in err
+    lora, _ = lora_folder(tmp_path / "lora")
+    err = one_line(capsys, ["--adapter", lora, "--pretrained_model_name_or_path", other, "--to", "lora-kohya",
+                            "--output", tmp_path / "y.safetensors"], after_progress_bars=True)
+    assert "does not fit this UNet (size mismatch for" in err and "pass the base model it was trained on" in err
     assert not (tmp_path / "y.safetensors").exists()
+
+
+def test_a_lora_adapter_is_rekeyed(tmp_path, capsys):
+    lora, want = lora_folder(tmp_path / "lora")
+    out = tmp_path / "lora.safetensors"
+    err = one_line(capsys, ["--adapter", lora, "--to", "lora-kohya", "--output", out, "--rank", "8"])
+    assert "drop --rank" in err
+    run(["--adapter", lora, "--to", "lora-kohya", "--output", out])
+    assert read_lora_metadata(out)["method"] == "lora"
+    assert relative(unet_out(lora_pipeline(out)), want) < 1e-5
 
 
 def test_oft_with_a_rank(tmp_path, capsys):
