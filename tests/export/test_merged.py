@@ -49,3 +49,22 @@ def test_merged_oft(tmp_path):
     unmerged = unet_out(pipe)
     save_merged(pipe, "oft", tmp_path / "merged", torch.float32)
     assert relative(unet_out(plain(tmp_path / "merged")), unmerged) < 1e-5
+
+
+def test_merged_peft_lora(tmp_path):
+    """A PEFT LoRA adapter is fused and its layers removed: the folder holds plain projections."""
+    from ether_diffusion.models.tiny import tiny_pipeline
+    from ether_diffusion.training.adapters import add_adapter
+
+    pipe = tiny_pipeline()
+    add_adapter(pipe.unet, "lora", init_seed=0, lora_rank=4, lora_alpha=8)
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    want = unet_out(pipe)
+    save_merged(pipe, "lora", tmp_path / "merged", torch.float32)
+    on_disk = load_file(str(tmp_path / "merged" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert not [k for k in on_disk if "lora" in k or "base_layer" in k]
+    assert relative(unet_out(plain(tmp_path / "merged")), want) < 1e-5
+    assert relative(unet_out(tiny_pipeline()), want) > 1e-2  # the LoRA is in the merged weights
