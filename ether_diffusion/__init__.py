@@ -15,7 +15,7 @@ _EXPORTS = {
     "EtherConfig": "config", "ConfigError": "typed_config", "EtherError": "patch", "AdapterMismatchError": "io",
     "apply_ether": "patch", "ether_parameters": "patch", "save_ether": "io", "load_ether": "io",
     "merge_ether": "patch", "unmerge_ether": "patch", "remove_ether": "patch",
-    "adapter_names": "multi", "set_active_adapter": "multi", "set_mixed_form": "multi",
+    "export_lora": "export", "adapter_names": "multi", "set_active_adapter": "multi", "set_mixed_form": "multi",
 }
 __all__ = list(_EXPORTS)
 

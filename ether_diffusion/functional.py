@@ -10,7 +10,9 @@ Every method transforms a linear layer ``y = W x + b`` (``W`` is ``f x d``, out 
 Activations are row vectors (``x`` is ``(..., d)``), so ``H x`` for a column vector is ``x @ Hᵀ`` here.
 ``transform(x, ...)`` computes exactly that, blockwise, without forming ``H``; ``dense_matrix`` forms ``H`` for tests;
 ``fold_weight`` merges the transforms into ``W`` by calling ``transform`` on the rows / columns of ``W``, so merging
-re-uses the forward math instead of re-deriving it.
+re-uses the forward math instead of re-deriving it. ``ether_lora_factors`` / ``ether_plus_lora_factors`` write
+``fold_weight(W) - W`` exactly as a low-rank product ``B A`` (a LoRA's factors); ``svd_lora_factors`` gives the best
+one of a chosen rank for any change.
 
 Parameter shapes (``n`` blocks; ``b = dim / n``):
     ether:       {"u": (n, b)}
@@ -211,3 +213,64 @@ def distance_to_identity(method: str, params: Params) -> torch.Tensor:
     blocks = dense_blocks(method, params)
     eye = torch.eye(blocks.shape[-1], dtype=blocks.dtype, device=blocks.device)
     return (blocks - eye).flatten().norm()
+
+
+# --------------------------------------------------------------------------- low-rank form of the merged change
+# ``fold_weight(W) - W`` is exactly low rank for the reflection methods: ``B A`` with B (f, r) and A (r, d), the
+# factors of a LoRA (``y = (W + B A) x + b``). Call these in float64 for exact factors.
+def embed_blocks(u: torch.Tensor) -> torch.Tensor:
+    """u (n, b) -> (n, n*b): row i holds u_i in block i, zeros elsewhere (``P_i u_i`` as a row)."""
+    n, b = u.shape
+    eye = torch.eye(n, dtype=u.dtype, device=u.device)
+    return (eye[:, :, None] * u[:, None, :]).reshape(n, n * b)  # [i, j, k] = δ_ij u_ik
+
+
+def ether_plus_basis(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+    """ETHER+'s ``H⁺ - I = E diag(s) Eᵀ`` as (E (dim, 2n), s (2n,)): E = [û_1..û_n, v̂_1..v̂_n] embedded in their
+    blocks, s = [-1]*n + [+1]*n (rank <= 2n)."""
+    u, v = _unit(params["u"]), _unit(params["v"])  # (n, b)
+    e = torch.cat([embed_blocks(u), embed_blocks(v)]).t()  # (dim, 2n)
+    n = u.shape[0]
+    s = torch.cat([-torch.ones(n, dtype=e.dtype, device=e.device), torch.ones(n, dtype=e.dtype, device=e.device)])
+    return e, s
+
+
+def ether_lora_factors(weight: torch.Tensor, params_in: Params) -> tuple[torch.Tensor, torch.Tensor]:
+    """ETHER: ``W H - W = B A`` with A (n, d) the embedded û_i and B (f, n), column i ``-2 W[:, block i] û_i``.
+
+    ``H - I = -2 Σ_i P_i û_i û_iᵀ P_iᵀ``, so ``W (H - I) = (-2 W Aᵀ) A``: rank n.
+    """
+    a = embed_blocks(_unit(params_in["u"]))  # (n, d)
+    return -2 * weight @ a.t(), a  # (f, n), (n, d)
+
+
+def ether_plus_lora_factors(weight: torch.Tensor, params_in: Params,
+                            params_out: Params | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ETHER+: ``H̃⁺ W H⁺ - W = B A`` with B (f, 4n), A (4n, d) (rank 2n without an output side).
+
+    With ``H⁺ = I + D``, ``H̃⁺ = I + D̃``: ``H̃⁺ W H⁺ - W = W D + D̃ (W H⁺)``, and ``D = E diag(s) Eᵀ``,
+    ``D̃ = Ẽ diag(s) Ẽᵀ`` give ``B = [W E diag(s), Ẽ diag(s)]``, ``A = [Eᵀ ; Ẽᵀ W H⁺]``.
+    """
+    e, s = ether_plus_basis(params_in)  # (d, 2n), (2n,)
+    w_e = weight @ e * s  # (f, 2n): W E diag(s)
+    if params_out is None:
+        return w_e, e.t()
+    e_out, s_out = ether_plus_basis(params_out)  # (f, 2n), (2n,)
+    w_h = weight + w_e @ e.t()  # (f, d): W H⁺
+    return torch.cat([w_e, e_out * s_out], dim=1), torch.cat([e.t(), e_out.t() @ w_h])  # (f, 4n), (4n, d)
+
+
+def svd_lora_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The best rank-``rank`` ``B A`` of ``delta`` (f, d) by truncated SVD, the singular values split evenly between
+    B (f, rank) and A (rank, d) (zero columns / rows past ``min(f, d)``), and its relative error
+    ``‖delta - B A‖_F / ‖delta‖_F`` (0 for a zero delta)."""
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    u, sv, vh = torch.linalg.svd(delta, full_matrices=False)  # (f, k), (k,), (k, d)
+    k = min(rank, sv.shape[0])
+    root = sv[:k].sqrt()
+    b, a = delta.new_zeros(delta.shape[0], rank), delta.new_zeros(rank, delta.shape[1])
+    b[:, :k], a[:k] = u[:, :k] * root, root[:, None] * vh[:k]
+    norm = delta.norm()
+    error = float((delta - b @ a).norm() / norm) if norm > 0 else 0.0
+    return b, a, error

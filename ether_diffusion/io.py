@@ -37,6 +37,9 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a file opened plainly (mkstemp makes it owner-only)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

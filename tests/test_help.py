@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ("train_dreambooth", "generate", "train_s2i", "generate_s2i", "demo", "robustness_study")
+SCRIPTS = ("train_dreambooth", "generate", "train_s2i", "generate_s2i", "demo", "robustness_study", "export")
 EVAL_COMMANDS = ((), ("dreambooth",), ("s2i",), ("fid",))
 HEAVY = ("torch", "diffusers", "transformers", "accelerate")
 

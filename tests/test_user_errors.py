@@ -61,10 +61,12 @@ def _argv(script: str, out: str) -> list[str]:
         "generate_s2i": [*tiny, "--model", str(REPO), "--annotations", str(ADE20K / "annotations" / "validation"),
                          "--prompt", "", "--output_dir", out],
         "robustness_study": [*tiny, "--methods", "ether", "--learning_rates", "1e-3", "--output_dir", out],
+        "export": [*tiny, "--adapter", str(REPO), "--to", "merged", "--output", out],
     }[script]
 
 
-@pytest.mark.parametrize("script", ["train_dreambooth", "train_s2i", "generate", "generate_s2i", "robustness_study"])
+@pytest.mark.parametrize("script", ["train_dreambooth", "train_s2i", "generate", "generate_s2i", "robustness_study",
+                                    "export"])
 def test_output_path_checked_first(script, tmp_path, capsys):
     (tmp_path / "good.jpg").write_bytes(b"\xff\xd8")
     err = _one_line(capsys, script, _argv(script, str(tmp_path / "good.jpg" / "run")))

@@ -18,4 +18,7 @@ DreamBooth:
     generation.py   GenerateConfig, generate (adapter or base, DreamBooth eval prompts, fixed seeds, multi-GPU)
     demo_config.py  DemoConfig (light, for --help)
     demo.py         run_demo: train -> generate -> evaluate -> REPORT.md
+Export:
+    export_config.py ExportConfig (light, for --help)
+    export_run.py   export: an adapter folder -> one LoRA file (ether_diffusion.export) or a merged pipeline folder
 """

@@ -98,7 +98,14 @@ def load_adapter(unet: nn.Module, folder: str | os.PathLike) -> str:
 
     config = LoraConfig.from_pretrained(str(folder))
     unet.add_adapter(config)
-    result = set_peft_model_state_dict(unet, load_file(str(Path(folder) / WEIGHTS_NAME)))
+    try:
+        result = set_peft_model_state_dict(unet, load_file(str(Path(folder) / WEIGHTS_NAME)))
+    except RuntimeError as e:  # torch's load_state_dict: "size mismatch for <key>: ..." lines
+        mismatch = next((line.strip().rstrip(".") for line in str(e).splitlines() if "size mismatch" in line), None)
+        if mismatch is None:
+            raise
+        raise ConfigError(f"LoRA adapter {folder} does not fit this UNet ({mismatch}); pass the base model it was "
+                          "trained on") from None
     missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
     if getattr(result, "unexpected_keys", None) or missing:
         raise ConfigError(f"LoRA adapter {folder} does not fit this UNet (e.g. "

@@ -17,13 +17,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """The exception classes that mean "the input is wrong", not "the code is wrong"."""
     from ..data.ade20k import ADE20KDataError
     from ..data.images import ImageDataError
+    from ..export import ExportError
     from ..io import AdapterMismatchError
     from ..models.loading import ModelNotAvailableError
     from ..typed_config import ConfigError
     from .checkpoint import CheckpointError
 
     return (ConfigError, ModelNotAvailableError, CheckpointError, AdapterMismatchError, ImageDataError,
-            ADE20KDataError, FileNotFoundError, NotADirectoryError, PermissionError)
+            ADE20KDataError, ExportError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def run_cli(main: Callable[[], object], extra_errors: tuple[type[BaseException], ...] = ()) -> None:
