@@ -109,6 +109,7 @@ def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
         run_cli(lambda: mod.main(mod.parse_args(argv)))
 
 
+@pytest.mark.slow
 def test_accelerate_launch_passes_the_line_through(tmp_path):
     (tmp_path / "good.jpg").write_bytes(b"\xff\xd8")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",

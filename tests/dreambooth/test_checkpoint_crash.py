@@ -3,6 +3,8 @@ the next run clears the half-written folder and resumes from the complete checkp
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
@@ -17,6 +19,7 @@ class Killed(BaseException):
     """Stands in for the process being killed (not an Exception, so nothing on the way catches it)."""
 
 
+@pytest.mark.slow
 def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     settings = dict(checkpointing_steps=1, checkpoints_total_limit=1, resume_from_checkpoint="latest")

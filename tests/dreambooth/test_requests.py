@@ -16,6 +16,7 @@ COMMON = dict(pretrained_model_name_or_path="tiny", num_inference_steps=2, resol
               batch_size=4)
 
 
+@pytest.mark.slow
 def test_requests_file_batches_across_adapters(tmp_path):
     paths = make_adapters(tmp_path / "adapters", "ether")  # {"dog": .../dog, "cat": .../cat}
     requests = [{"prompt": "a photo of sks dog", "adapter": str(paths["dog"]), "seed": 3, "subject": "dog"},

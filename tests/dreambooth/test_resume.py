@@ -25,6 +25,7 @@ def _optimizer_state(ckpt):
     return torch.load(ckpt / "optimizer.bin", weights_only=False)["state"]
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, class_dir):
     run = tmp_path / "run"
     settings = dict(method="ether_plus", max_train_steps=4, checkpointing_steps=2, train_batch_size=2,

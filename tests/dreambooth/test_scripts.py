@@ -28,6 +28,7 @@ def _script(name):
     return module
 
 
+@pytest.mark.slow
 def test_accelerate_launch_then_generate_for_eval(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
@@ -134,6 +135,7 @@ def test_bad_inputs_get_one_line(tmp_path, capsys):
            "has no adapter_config.json", script="generate")
 
 
+@pytest.mark.slow
 def test_demo_writes_a_report(tmp_path):
     from ether_diffusion.training.demo import TINY_NOTICE, DemoConfig, run_demo
 

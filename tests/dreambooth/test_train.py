@@ -27,8 +27,12 @@ def _image(pipe, seed=0):
     return out.images[0]  # (64, 64, 3) in [0, 1]
 
 
-@pytest.mark.parametrize("prior", [False, True], ids=["plain", "prior"])
-@pytest.mark.parametrize("method", ADAPTER_METHODS)
+CASES = [pytest.param(m, p, id=f"{m}-{'prior' if p else 'plain'}",
+                      marks=() if (m, p) in (("ether", False), ("lora", False)) else pytest.mark.slow)
+         for m in ADAPTER_METHODS for p in (False, True)]
+
+
+@pytest.mark.parametrize("method,prior", CASES)
 def test_two_steps_train_save_load_generate(tmp_path, method, prior, class_dir):
     cfg = tiny_config(tmp_path / "run", method=method, with_prior_preservation=prior, lora_rank=2,
                       class_prompt="a photo of dog" if prior else None,

@@ -82,6 +82,7 @@ def test_a_changed_image_or_model_is_computed_again(synthetic_dreambooth, tmp_pa
     assert _results(out) == _results(fresh)
 
 
+@pytest.mark.slow
 def test_s2i_rerun_reuses_segmentation_and_inception(tmp_path, monkeypatch, ade_generated):
     gen, out = ade_generated("copies"), tmp_path / "out"
     argv = ["s2i", "--generated", str(gen), "--ade-root", str(ADE20K), "--random-init", "--batch-size", "2",

@@ -45,6 +45,7 @@ def _cli(script, argv, capsys) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_two_processes_train_then_generate_then_eval(tmp_path):
     run = tmp_path / "run"
     # torchrun is what `accelerate launch --multi_gpu` runs underneath; ACCELERATE_USE_CPU: DDP over gloo on CPU

@@ -172,6 +172,7 @@ STEP_FOLD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_step_fold_kernels_under_the_cpu_interpreter():
     """The grouped launches fold every layer (different shapes, strides, one or several work items per block):
     outputs and parameter gradients equal ``functional.fold_weight`` through autograd."""
@@ -244,6 +245,7 @@ STEP_UNET = TINY + textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_step_form_trains_a_tiny_unet_like_the_plain_path_under_the_cpu_interpreter():
     """impl='auto' picks the step form for a model from ``apply_ether`` (here on CPU through triton's interpreter):
     two SGD steps give the plain path's losses and gradients."""
@@ -335,6 +337,7 @@ STEP_CACHE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_step_form_cache_follows_parameter_changes_under_the_cpu_interpreter():
     """The step form folds once per forward (every layer shares it) and anew in the next, so it follows parameters
     changed in place, replaced by a new Parameter, written through ``.data`` (no version change), or another active
@@ -378,6 +381,7 @@ COMPILE_FOLD = TINY + textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_fold_under_torch_compile_is_one_custom_op_per_layer_under_the_cpu_interpreter():
     """impl='fold' under torch.compile: each adapted projection's fold is one ``ether_diffusion::fold`` op in a
     single traced graph; through AOT autograd (fake tensors, the op's registered backward) the loss and gradients
@@ -448,12 +452,14 @@ COMPILE_STEP_CHECKPOINTED = TINY + textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_compiled_step_form_with_gradient_checkpointing_under_the_cpu_interpreter():
     """torch.compile of a UNet with gradient checkpointing on: the step op's loss and gradients equal the plain
     path's."""
     run_interpreted(COMPILE_STEP_CHECKPOINTED, timeout=900)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ether", "ether_plus"])
 def test_step_form_under_torch_compile_is_one_custom_op_per_forward_under_the_cpu_interpreter(method):
     """The default form under torch.compile: the model's forward pre-hook folds every layer through one
