@@ -63,35 +63,35 @@ def install(attn, processor) -> None:
     type(attn).set_processor(attn, processor)
 
 
-def fuse_qkv_projections(model, *args, **kwargs):
-    """``fuse_qkv_projections`` of a prepared model: refused while the adapter is unmerged."""
-    state = getattr(model, STATE_ATTR, None)
-    if state is not None and not state.merged:
-        raise EtherError("fuse_qkv_projections would run q, k, v on fused base weights without the ETHER adapter; "
+class RefusedWhileUnmerged:
+    """A model method (bound to the model by ``apply_ether``) that raises ``why`` while the adapter is unmerged and
+    runs the class's own method otherwise."""
+
+    def __init__(self, name: str, why: str):
+        self.name, self.why = name, why
+
+    def __call__(self, model, *args, **kwargs):
+        state = getattr(model, STATE_ATTR, None)
+        if state is not None and not state.merged:
+            raise EtherError(self.why)
+        return getattr(type(model), self.name)(model, *args, **kwargs)
+
+
+GUARDED_MODEL_METHODS = {guard.name: guard for guard in (
+    RefusedWhileUnmerged("fuse_qkv_projections",
+                         "fuse_qkv_projections would run q, k, v on fused base weights without the ETHER adapter; "
                          "ETHER's CUDA path already runs them as one GEMM. merge_ether(model) first to fuse the "
-                         "merged weights")
-    return type(model).fuse_qkv_projections(model, *args, **kwargs)
-
-
-def set_default_attn_processor(model, *args, **kwargs):
-    """``set_default_attn_processor`` of a prepared model: refused while the adapter is unmerged."""
-    state = getattr(model, STATE_ATTR, None)
-    if state is not None and not state.merged:
-        raise EtherError("set_default_attn_processor would replace the ETHER processors, which already run PyTorch's "
+                         "merged weights"),
+    RefusedWhileUnmerged("set_default_attn_processor",
+                         "set_default_attn_processor would replace the ETHER processors, which already run PyTorch's "
                          "default attention (model.set_attention_slice(None) turns slicing off); remove_ether(model) "
-                         "to take the adapter off")
-    return type(model).set_default_attn_processor(model, *args, **kwargs)
-
-
-def save_pretrained(model, *args, **kwargs):
-    """``save_pretrained`` of a prepared model: the merged model saves; an unmerged adapter is refused (the file
-    would hold the base weights and load back without it)."""
-    state = getattr(model, STATE_ATTR, None)
-    if state is not None and not state.merged:
-        raise EtherError("save_pretrained would write the base weights without the unmerged ETHER adapter; "
+                         "to take the adapter off"),
+    # the file would hold the base weights and load back without the adapter; merged, it holds the adapter
+    RefusedWhileUnmerged("save_pretrained",
+                         "save_pretrained would write the base weights without the unmerged ETHER adapter; "
                          "merge_ether(model) first to save a merged model, or save_ether(model, path) to save the "
-                         "adapter")
-    return type(model).save_pretrained(model, *args, **kwargs)
+                         "adapter"),
+)}
 
 
 def drop_missing_adapter_keys(model, incompatible) -> None:
@@ -103,6 +103,3 @@ def drop_missing_adapter_keys(model, incompatible) -> None:
     incompatible.missing_keys[:] = [k for k in incompatible.missing_keys
                                     if not any(k.startswith(n) or f".{n}" in k for n in names)]
 
-
-GUARDED_MODEL_METHODS = {"fuse_qkv_projections": fuse_qkv_projections, "save_pretrained": save_pretrained,
-                         "set_default_attn_processor": set_default_attn_processor}
