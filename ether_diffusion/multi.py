@@ -13,8 +13,9 @@ for the whole batch: no weight copies, no merging.
 the base model for that image. The model's forward hook reads it in diffusers' batch order: the images once, or
 [uncond; cond] under classifier-free guidance (each image's unconditional pass uses its adapter). Where the length
 leaves open whether a batch of 2n is guidance or two images per prompt, the batch is guidance exactly when its two
-halves are equal (as ``torch.cat([latents] * 2)`` makes them; one device sync per forward);
-``cross_attention_kwargs={"ether_images_per_prompt": k}`` states k outright. Any other length is refused.
+halves are equal (as ``torch.cat([latents] * 2)`` makes them), decided on the device: both readings are built and
+the comparison picks one there, with no host sync (``resolve_names``). ``cross_attention_kwargs=
+{"ether_images_per_prompt": k}`` states k outright. Any other length is refused.
 
 Two forms compute a mixed batch (``EtherAttnProcessor.mixed_form``):
 
@@ -22,8 +23,9 @@ Two forms compute a mixed batch (``EtherAttnProcessor.mixed_form``):
   the weight once, ``W_i = H̃_i W H_i`` (the base ``W`` for "none"), and each projection is one batched matmul
   ``y_i = W_i x_i + b``. The folded stack (B, f, d) is built in every call (nothing is kept to the next step, so
   values written behind autograd's back are always seen): per projection one fold per adapter (O(U f d)), one
-  gather and one ``bmm`` where a single adapter costs one ``linear``. Memory: one weight copy per sample of the UNet batch for each adapted projection (SD 1.5, bf16, the
-  four attention projections: ~190 MB per sample, so ~3 GB for 8 prompts with classifier-free guidance).
+  gather and one ``bmm`` where a single adapter costs one ``linear``. Memory: one weight copy per sample of the UNet
+  batch for each adapted projection (SD 1.5, bf16, the four attention projections: ~190 MB per sample, so ~3 GB for
+  8 prompts with classifier-free guidance).
 - ``"act"`` (always with gradients): the maps act per sample on the activations and the shared weight is used once
   for the whole batch: no weight copies, several small kernels per projection.
 
