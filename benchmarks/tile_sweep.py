@@ -10,7 +10,7 @@ import time
 import torch
 
 from ether_diffusion.kernels import twosided
-from ether_diffusion.kernels.grouped import make_plan
+from ether_diffusion.kernels.plans import make_plan
 
 dev = "cuda"
 shapes = []  # SD 1.5's attention projections (f, d): per transformer block q, k, v, out of attn1, q of attn2, ...

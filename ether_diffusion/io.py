@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from . import functional as Fn
 from .config import EtherConfig
-from .patch import _split, adapter_state_dict, apply_ether, check_loaded, get_state, target_layers
+from .patch import _split, adapter_state_dict, apply_ether, get_state, target_layers
 from .processor import DEFAULT_ADAPTER, check_adapter_name
 
 WEIGHTS_NAME = "adapter_model.safetensors"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from . import autocast_dtype
+from .device import autocast_dtype
 from .triton_reflect import reflect, reflect_backward, unit_backward
 
 SIGNS = {"ether": (-2.0, 0.0), "ether_plus": (-1.0, 1.0)}

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 
 from .fused import fold, fold_backward
-from .grouped import make_plan, split_grads, split_weights
+from .layout import split_grads, split_weights
+from .plans import make_plan
 from .twosided import column_partials
 
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..projection import is_plain
-from . import _compiling, _on_device, autocast_dtype
+from .device import _compiling, _on_device, autocast_dtype
 
 
 SHARED = ("to_q", "to_k", "to_v")  # projections that may share an input (and so a segment)
@@ -123,7 +123,8 @@ class StepFold:
         return True
 
     def _fold(self, dtype: torch.dtype) -> bool:
-        from .grouped import StepFoldFn, make_plan
+        from .grouped import StepFoldFn
+        from .plans import make_plan
 
         self.weights = None  # free the previous W' before allocating the next
         adapters = [proc.adapter(p) for proc, p, _ in self.layers]

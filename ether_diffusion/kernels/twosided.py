@@ -20,7 +20,7 @@ import math
 import torch
 import triton
 
-from .grouped import Layout, _pow2_dividing, _table, finish
+from .layout import Layout, _pow2_dividing, _table, finish
 from .triton_reflect import EPS
 from .twosided_kernels import (NCOL, tile_backward_kernel, tile_backward_rows_kernel, tile_fold_kernel,
                                tile_reduce_kernel)

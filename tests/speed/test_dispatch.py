@@ -134,7 +134,8 @@ STEP_FOLD = textwrap.dedent("""
     from ether_diffusion import functional as Fn
     from ether_diffusion.kernels import grouped
     from ether_diffusion.kernels import twosided
-    from ether_diffusion.kernels.grouped import StepFoldFn, make_plan
+    from ether_diffusion.kernels.grouped import StepFoldFn
+    from ether_diffusion.kernels.plans import make_plan
     torch.manual_seed(0)
     shapes = [(8, 16), (16, 8), (12, 12), (40, 8), (24, 64)]
     default_rows, default_chunk = grouped._rows_per_item, twosided._chunk_rows
