@@ -201,13 +201,6 @@ def fold_weight(weight: torch.Tensor, method: str, params_in: Params | None,
     return w.to(weight.dtype)
 
 
-def unfold_weight(weight: torch.Tensor, method: str, params_in: Params) -> torch.Tensor:
-    """Undo ``fold_weight`` for ``ether`` alone: ``(W H) H = W`` since a reflection is its own inverse."""
-    if method != "ether":
-        raise ValueError(f"{method} is not an involution; restore the saved weight instead")
-    return fold_weight(weight, method, params_in)
-
-
 def distance_to_identity(method: str, params: Params) -> torch.Tensor:
     """``||H - I||_F`` over all blocks of one side, from the dense blocks (n b² memory)."""
     blocks = dense_blocks(method, params)

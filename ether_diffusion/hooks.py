@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from .multi import Assignment, resolve_names
+from .processor import EtherAttnProcessor
 from .state import STATE_ATTR, EtherError
 
 
@@ -49,8 +50,6 @@ def on_forward(model, args, kwargs):
 
 def set_processor(attn, processor) -> None:
     """``Attention.set_processor`` of an adapted attention layer (bound to it by ``apply_ether``)."""
-    from .processor import EtherAttnProcessor
-
     current = attn._modules.get("processor")
     if isinstance(current, EtherAttnProcessor) and processor is not current:
         current.adopt(processor)  # raises for a processor that would switch the adapter off

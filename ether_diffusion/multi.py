@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from . import functional as Fn
 from .kernels import autocast_dtype
-from .projection import call_without_bias, get_projection, is_plain
+from .projection import call_without_bias, get_projection, is_hooked, is_plain
 from .state import UnknownAdapterError, get_state
 
 NONE = "none"
@@ -228,7 +228,7 @@ class PerSampleProjector:
         linear = get_projection(attn, projection)
         if not self.names or self.proc.adapter(projection, self.names[0]) is None:
             return linear(x)  # every sample runs the base model, or this projection is not adapted
-        if not is_plain(linear) or any(self.proc.adapter(projection, n)._forward_pre_hooks for n in self.names):
+        if not is_plain(linear) or any(is_hooked(self.proc.adapter(projection, n)) for n in self.names):
             # wrapped or hooked: the maps act per sample around a call of the module
             p_in, p_out = self._stack(projection, call=True)
             return compose_per_sample(x, linear, self.proc.method, p_in, p_out, self.active)
@@ -265,13 +265,17 @@ def adapter_names(model: nn.Module) -> list[str]:
     return list(procs[0].adapters) if procs else []
 
 
+def check_loaded(model: nn.Module, adapter_name: str | None) -> None:
+    """Raise ``UnknownAdapterError`` (one line) unless ``adapter_name`` is None or a loaded adapter."""
+    if adapter_name is not None and adapter_name not in (loaded := adapter_names(model)):
+        raise UnknownAdapterError(f"adapter {adapter_name!r} is not loaded; loaded: {loaded}")
+
+
 def set_active_adapter(model: nn.Module, name: str) -> None:
     """Use the named adapter for every sample (merge_ether folds the active one)."""
-    names = adapter_names(model)
     if get_state(model).merged:
         raise RuntimeError("unmerge_ether(model) before switching adapters: the merged weights hold the active one")
-    if name not in names:
-        raise UnknownAdapterError(f"adapter {name!r} is not loaded; loaded: {names}")
+    check_loaded(model, name)
     for proc in get_state(model).processors.values():
         proc.active = name
 

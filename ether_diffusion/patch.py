@@ -22,12 +22,14 @@ from . import functional as Fn
 from . import hooks
 from .config import PROJECTIONS, EtherConfig
 from .kernels import attach, detach
-from .processor import EtherAttnProcessor, check_adapter_name
+from .processor import EtherAttnProcessor, check_adapter_name, stock_options
 from .projection import get_projection
-from .state import STATE_ATTR, EtherError, EtherState, UnknownAdapterError, get_state
+from .multi import check_loaded
+from .state import STATE_ATTR, EtherError, EtherState, get_state
 
-__all__ = ["EtherError", "EtherState", "adapter_state_dict", "apply_ether", "attention_modules", "ether_parameters",
-           "get_state", "merge_ether", "remove_ether", "target_layers", "unmerge_ether"]
+__all__ = ["EtherError", "EtherState", "adapter_state_dict", "apply_ether", "attention_modules", "check_adapter_name",
+           "check_loaded", "ether_parameters", "get_state", "merge_ether", "remove_ether", "target_layers",
+           "unmerge_ether"]
 
 
 # ------------------------------------------------------------------ discovery
@@ -100,21 +102,19 @@ def apply_ether(model: nn.Module, config: EtherConfig, attention: str | None = N
     original = {name: attn.processor for name, attn in attentions.items()}
     processors = {}
     for name, shapes in by_attn.items():
-        proc = EtherAttnProcessor(config.method, config.n_blocks, shapes, generator)
         try:
-            proc.adopt(original[name])  # slicing / xformers carried over; anything else refused
+            options = stock_options(original[name])  # slicing / xformers carried over; anything else refused
         except EtherError:
             raise EtherError(f"{name} uses {type(original[name]).__name__}, which ETHER would replace; apply ETHER "
                              "on diffusers' stock processors (unload the IP-Adapter, unfuse_qkv_projections) or "
                              "load it after merge_ether") from None
         if attention is not None:
-            proc.attention = attention
-        processors[name] = proc.to(device)
+            options["attention"] = attention
+        processors[name] = EtherAttnProcessor(config.method, config.n_blocks, shapes, generator, **options).to(device)
 
     requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
     model.requires_grad_(False)
-    state = EtherState(config, layers, original, processors, requires_grad, attentions,
-                       attention=attention or "sdpa")
+    state = EtherState(config, layers, original, processors, requires_grad, attentions)
     setattr(model, STATE_ATTR, state)
     for name, attn in attentions.items():
         hooks.install(attn, processors[name])
@@ -233,9 +233,8 @@ def unmerge_ether(model: nn.Module) -> nn.Module:
     plan = []
     for attn_name, proc in state.processors.items():
         attn = state.attentions[attn_name]
-        probe = EtherAttnProcessor(proc.method, proc.n_blocks, {})  # parameter-free: checks the current processor
         try:
-            probe.adopt(attn.processor)
+            stock_options(attn.processor)
         except EtherError:
             raise EtherError(f"{attn_name} now uses {type(attn.processor).__name__}, which the ETHER processor "
                              "would replace; unload it (e.g. unload_ip_adapter) before unmerge_ether") from None
@@ -260,16 +259,6 @@ def unmerge_ether(model: nn.Module) -> nn.Module:
     return model
 
 
-def check_loaded(model: nn.Module, adapter_name: str | None) -> None:
-    """Raise ``UnknownAdapterError`` (one line) unless ``adapter_name`` is None or a loaded adapter."""
-    if adapter_name is None:
-        return
-    procs = list(get_state(model).processors.values())
-    loaded = list(procs[0].adapters) if procs else []
-    if adapter_name not in loaded:
-        raise UnknownAdapterError(f"adapter {adapter_name!r} is not loaded; loaded: {loaded}")
-
-
 def adapter_state_dict(model: nn.Module, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
     """'<attn>.<projection>.<in|out>.<param>' -> tensor, for one named adapter (the active one by default)."""
     state = get_state(model)
@@ -283,5 +272,3 @@ def adapter_state_dict(model: nn.Module, adapter_name: str | None = None) -> dic
                     out[f"{attn_name}.{p}.{side}.{k}"] = t.detach()
     return out
 
-
-__all__ += ["check_adapter_name", "check_loaded"]

@@ -17,7 +17,7 @@ from .functional import OUTPUT_SIDE_METHODS
 from .kernels import _compiling, adapted_linear
 from .state import EtherError
 from .multi import NONE, Assignment, PerSampleProjector, assign
-from .projection import compose_linear, get_projection, is_plain
+from .projection import compose_linear, get_projection, is_hooked, is_plain
 
 DEFAULT_ADAPTER = "default"
 
@@ -127,21 +127,10 @@ class EtherAttnProcessor(nn.Module):
 
     # ------------------------------------------------------------------ diffusers' processor switches
     def adopt(self, processor) -> None:
-        """Take over what a stock diffusers processor set on this layer would change, keeping the adapter on:
-        ``AttnProcessor`` / ``AttnProcessor2_0`` (plain attention), ``SlicedAttnProcessor`` (its slice size),
-        ``XFormersAttnProcessor`` (xformers). Any other processor would switch the adapter off: refused."""
-        from diffusers.models import attention_processor as ap
-
-        kind = type(processor)
-        if kind in (ap.AttnProcessor, ap.AttnProcessor2_0):
-            self.slice_size, self.attention = None, "sdpa"
-        elif kind is ap.SlicedAttnProcessor:
-            self.slice_size = processor.slice_size
-        elif kind is ap.XFormersAttnProcessor:
-            self.slice_size, self.attention = None, "xformers"
-        else:
-            raise EtherError(f"{kind.__name__} would replace an ETHER processor and switch the adapter off; "
-                             "merge_ether(model) first (the adapter then lives in the weights) or remove_ether(model)")
+        """Take over what a stock diffusers processor set on this layer would change, keeping the adapter on
+        (``stock_options``); any other processor would switch the adapter off: refused."""
+        for key, value in stock_options(processor).items():
+            setattr(self, key, value)
 
     def stock(self):
         """The stock diffusers processor that computes this layer's attention as this one does, without adapter."""
@@ -157,7 +146,7 @@ class EtherAttnProcessor(nn.Module):
         adapter = self.adapter(projection)
         if adapter is None:
             return linear(x)
-        if not is_plain(linear) or adapter._forward_pre_hooks or "forward" in adapter.__dict__:
+        if not is_plain(linear) or is_hooked(adapter):
             # wrapped or hooked (a LoRA layer, offload): the module is called on the transformed input
             return compose_linear(x, linear, self.method, *adapter())
         step, impl = self._ether_step, self.impl
@@ -176,9 +165,11 @@ class EtherAttnProcessor(nn.Module):
         side by side (``kernels.step``: q, k, v of self-attention, k, v of cross-attention)."""
         step = self._ether_step
         if step is not None and self.impl in ("auto", "step"):
-            ys = step.linear_many(self, projections, [get_projection(attn, p) for p in projections], x)
-            if ys is not None:
-                return ys
+            modules = [get_projection(attn, p) for p in projections]
+            if all(is_plain(m) for m in modules):
+                ys = step.linear_many(self, projections, modules, x)
+                if ys is not None:
+                    return ys
         return [self.project(attn, p, x) for p in projections]
 
     # ------------------------------------------------------------------ attention
@@ -273,6 +264,23 @@ def _sliced(query, key, value, mask, slice_size: int, attention):
                                None if m is None else m[i:i + slice_size])
                      for i in range(0, b * h, slice_size)])  # (B*H, 1, Nq, D)
     return out.reshape(b, h, *out.shape[2:])
+
+
+def stock_options(processor) -> dict:
+    """The ETHER processor's options that a stock diffusers processor stands for: ``AttnProcessor`` /
+    ``AttnProcessor2_0`` (plain attention), ``SlicedAttnProcessor`` (its slice size), ``XFormersAttnProcessor``
+    (xformers). Raises ``EtherError`` for any other processor (it would switch the adapter off)."""
+    from diffusers.models import attention_processor as ap
+
+    kind = type(processor)
+    if kind in (ap.AttnProcessor, ap.AttnProcessor2_0):
+        return {"slice_size": None, "attention": "sdpa"}
+    if kind is ap.SlicedAttnProcessor:
+        return {"slice_size": processor.slice_size}
+    if kind is ap.XFormersAttnProcessor:
+        return {"slice_size": None, "attention": "xformers"}
+    raise EtherError(f"{kind.__name__} would replace an ETHER processor and switch the adapter off; "
+                     "merge_ether(model) first (the adapter then lives in the weights) or remove_ether(model)")
 
 
 def check_adapter_name(name: str) -> None:

@@ -16,11 +16,17 @@ def get_projection(attn: nn.Module, projection: str) -> nn.Module:
     return attn.to_out[0] if projection == "to_out.0" else getattr(attn, projection)
 
 
+def is_hooked(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs more than its class's ``forward``: forward (pre-)hooks, global ones, or a
+    replaced ``forward`` (accelerate's offload hooks replace it)."""
+    return bool(module._forward_pre_hooks or module._forward_hooks or "forward" in module.__dict__
+                or _GLOBAL_HOOKS[0] or _GLOBAL_HOOKS[1])
+
+
 def is_plain(module: nn.Module) -> bool:
     """Whether ``module`` is a bare ``nn.Linear`` that nothing wraps or hooks, so that reading its weight computes
     what calling it would (a PEFT LoRA layer, an accelerate offload hook or a forward hook make it not plain)."""
-    return (type(module) is nn.Linear and not module._forward_pre_hooks and not module._forward_hooks
-            and "forward" not in module.__dict__ and not _GLOBAL_HOOKS[0] and not _GLOBAL_HOOKS[1])
+    return type(module) is nn.Linear and not is_hooked(module)
 
 
 _GLOBAL_HOOKS = (torch.nn.modules.module._global_forward_pre_hooks, torch.nn.modules.module._global_forward_hooks)

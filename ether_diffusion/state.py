@@ -40,14 +40,13 @@ class ForwardCounter:
 class EtherState:
     config: EtherConfig
     layers: dict[str, tuple[int, int]]  # "<attn>.<projection>" -> (out_features, in_features)
-    original_processors: dict  # processor name -> the processor found at apply time
+    original_processors: dict  # attention module name -> the processor found at apply time
     processors: dict  # attention module name -> our EtherAttnProcessor
     requires_grad: dict[str, bool]  # base parameter name -> its flag before apply
     attentions: dict = field(default_factory=dict)  # attention module name -> the Attention module
     merged: bool = False
     # while merged: "<attn>.<projection>" -> {tensor name: the original tensor, on the CPU}, restored bit for bit
     saved_weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-    attention: str = "sdpa"
     forwards: ForwardCounter = field(default_factory=ForwardCounter)
 
 

@@ -38,7 +38,6 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..projection import is_plain
 from .device import _compiling, _on_device, autocast_dtype
 
 
@@ -180,12 +179,12 @@ class StepFold:
     def linear_many(self, proc, projections: tuple[str, ...], modules: list, x: torch.Tensor
                     ) -> list[torch.Tensor] | None:
         """[linear_p(x) for p in projections] as one GEMM where they are one whole segment (``segments``) of
-        frozen, bias-free layers, each called bare (``modules``: the projections' modules now); else None (the
-        caller takes them one by one)."""
+        frozen, bias-free layers, ``modules`` (the projections' modules now, which the caller checks are bare,
+        ``projection.is_plain``) the very ones folded; else None (the caller takes them one by one)."""
         idx = [self.index.get((id(proc), p)) for p in projections]
         if (not self.share_inputs or None in idx or len(idx) < 2
                 or idx != list(self.segments[self.where[idx[0]][0]])
-                or any(m is not self.layers[i][2] or not is_plain(m) for i, m in zip(idx, modules))):
+                or any(m is not self.layers[i][2] for i, m in zip(idx, modules))):
             return None
         if not _compiling():
             lins = [self.layers[i][2] for i in idx]
