@@ -18,6 +18,19 @@ def ether_pipeline(method, n_blocks=4, seed=0):
     return pipe
 
 
+def peft_lora_pipeline():
+    """The tiny pipeline with a PEFT LoRA adapter as train_dreambooth.py --method lora trains it, B moved off zero."""
+    from ether_diffusion.training.adapters import add_adapter
+
+    pipe = tiny_pipeline()
+    add_adapter(pipe.unet, "lora", init_seed=0, lora_rank=4, lora_alpha=8)
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    return pipe
+
+
 def lora_pipeline(file):
     """A plain tiny pipeline (no ether-diffusion code on it) with the LoRA file loaded by diffusers itself."""
     pipe = tiny_pipeline()

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 import ether_diffusion as ed
 from ether_diffusion.training.export_run import save_merged
 
-from .helpers import ether_pipeline, relative, unet_out
+from .helpers import ether_pipeline, peft_lora_pipeline, relative, unet_out
 
 
 def plain(folder, **kwargs):
@@ -54,14 +54,8 @@ def test_merged_oft(tmp_path):
 def test_merged_peft_lora(tmp_path):
     """A PEFT LoRA adapter is fused and its layers removed: the folder holds plain projections."""
     from ether_diffusion.models.tiny import tiny_pipeline
-    from ether_diffusion.training.adapters import add_adapter
 
-    pipe = tiny_pipeline()
-    add_adapter(pipe.unet, "lora", init_seed=0, lora_rank=4, lora_alpha=8)
-    with torch.no_grad():
-        for name, p in pipe.unet.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    pipe = peft_lora_pipeline()
     want = unet_out(pipe)
     save_merged(pipe, "lora", tmp_path / "merged", torch.float32)
     on_disk = load_file(str(tmp_path / "merged" / "unet" / "diffusion_pytorch_model.safetensors"))

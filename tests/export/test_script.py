@@ -2,7 +2,6 @@
 errors, each found before a model loads where it can be."""
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from ether_diffusion.models.unet_configs import TINY_UNET, build_unet
 from ether_diffusion.training.cli import run_cli
 from tests.core.helpers import unet_inputs
 
-from .helpers import ether_pipeline, lora_pipeline, relative, unet_out
+from .helpers import ether_pipeline, lora_pipeline, peft_lora_pipeline, relative, unet_out
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,14 +134,9 @@ def test_errors_before_a_model_loads(adapter, tmp_path, capsys, no_model_loads):
 
 def lora_folder(folder):
     """A PEFT LoRA adapter as train_dreambooth.py --method lora leaves it; returns (folder, its UNet output)."""
-    from ether_diffusion.training.adapters import add_adapter, save_adapter
+    from ether_diffusion.training.adapters import save_adapter
 
-    pipe = tiny_pipeline()
-    add_adapter(pipe.unet, "lora", init_seed=0, lora_rank=4, lora_alpha=8)
-    with torch.no_grad():
-        for name, p in pipe.unet.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    pipe = peft_lora_pipeline()
     save_adapter(pipe.unet, "lora", folder)
     (folder / "train_config.yaml").write_text("pretrained_model_name_or_path: tiny\n")
     return folder, unet_out(pipe)
