@@ -291,44 +291,93 @@ def load_condition(annotation: str | Path, resolution: int, crop: str = "none") 
     return condition_tensor(np.asarray(ann.resize(size, Image.NEAREST).crop(box)))
 
 
-def load_pair(sample: ADE20KSample, resolution: int, crop: str = "none", random_flip: bool = False,
-              rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pixels (3, R, R) in [-1, 1], condition (3, R, R) in [0, 1]) of one sample, the same crop / flip for both."""
+def load_pair_ids(sample: ADE20KSample, resolution: int, crop: str = "none",
+                  rng: random.Random | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """(pixels (3, R, R) in [-1, 1], class ids (R, R) uint8) of one sample, the same resize and crop for both."""
     image = load_rgb(sample.image)
     ann = Image.fromarray(read_annotation(sample.annotation).astype(np.uint8))
     size, box = _box(image.size, resolution, crop, rng)
     pixels = to_tensor(image.resize(size, Image.BILINEAR).crop(box))
-    condition = condition_tensor(np.asarray(ann.resize(size, Image.NEAREST).crop(box)))
+    return pixels, np.asarray(ann.resize(size, Image.NEAREST).crop(box))
+
+
+def load_pair(sample: ADE20KSample, resolution: int, crop: str = "none", random_flip: bool = False,
+              rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixels (3, R, R) in [-1, 1], condition (3, R, R) in [0, 1]) of one sample, the same crop / flip for both."""
+    pixels, ids = load_pair_ids(sample, resolution, crop, rng)
+    condition = condition_tensor(ids)
     if random_flip and rng is not None and rng.random() < 0.5:
         pixels, condition = pixels.flip(-1), condition.flip(-1)
     return pixels, condition
 
 
+def color_ids(ids: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) integer class ids on any device -> (B, 3, H, W) float32 condition in [0, 1], as `condition_tensor`."""
+    table = torch.from_numpy(palette().copy()).to(ids.device)  # (151, 3) uint8
+    return table[ids.long()].permute(0, 3, 1, 2).float().div(255.0)
+
+
 class ADE20KDataset(Dataset):
-    """Item i: {"pixels": (3, R, R) in [-1, 1], "condition": (3, R, R) in [0, 1], "prompt": str, "name": str}."""
+    """Item i: {"pixels": (3, R, R) in [-1, 1], "condition": (3, R, R) in [0, 1], "prompt": str, "name": str}.
+
+    With ``cached`` an item is {"row": int} instead: sample i in its orientation (rows ``2i``, ``2i + 1`` with
+    ``random_flip``), the row of a cache built from `cache_pairs`; it draws the random numbers a loaded item draws.
+    """
 
     def __init__(self, samples: list[ADE20KSample], resolution: int = 512, crop: str = "none",
-                 random_flip: bool = False, seed: int = 0):
+                 random_flip: bool = False, seed: int = 0, cached: bool = False):
         if crop not in CROPS:
             raise ADE20KDataError(f"crop={crop!r}; choose one of {CROPS}")
         self.samples, self.resolution, self.crop, self.random_flip = samples, resolution, crop, random_flip
-        self.seed, self.epoch = seed, 0
+        self.seed, self.cached = seed, cached
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent loader workers
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    @property
+    def flips(self) -> int:
+        return 2 if self.random_flip else 1
+
+    def fixed_crops(self) -> bool:
+        """Whether a sample gives the same pixels at every epoch (up to its flip): what a cache needs."""
+        return self.crop != "random"
+
+    def cache_pairs(self, indices=None):
+        """(sample index, pixels (V, 3, R, R), class ids (V, R, R) uint8) for each sample, V = ``flips`` orientations
+        (the mirror image second)."""
+        for i in range(len(self.samples)) if indices is None else indices:
+            pixels, ids = load_pair_ids(self.samples[i], self.resolution, self.crop)
+            ids = torch.from_numpy(ids.copy())
+            if self.random_flip:
+                pixels, ids = torch.stack([pixels, pixels.flip(-1)]), torch.stack([ids, ids.flip(-1)])
+            else:
+                pixels, ids = pixels[None], ids[None]
+            yield i, pixels, ids
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
         rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
+        if self.cached:
+            _box((self.resolution, self.resolution), self.resolution, self.crop, rng)  # draws what a load draws
+            flip = self.random_flip and rng.random() < 0.5
+            return {"row": i * self.flips + int(flip)}
         sample = self.samples[i]
         pixels, condition = load_pair(sample, self.resolution, self.crop, self.random_flip, rng)
         return {"pixels": pixels, "condition": condition, "prompt": sample.prompt, "name": sample.name}
 
 
 def collate(examples: list[dict]) -> dict:
-    """{"pixels": (B, 3, R, R), "condition": (B, 3, R, R), "prompts": [B str], "names": [B str]}."""
+    """{"pixels": (B, 3, R, R), "condition": (B, 3, R, R), "prompts": [B str], "names": [B str]}, or {"rows": [B]}
+    for a cached dataset."""
+    if "row" in examples[0]:
+        return {"rows": [e["row"] for e in examples]}
     return {"pixels": torch.stack([e["pixels"] for e in examples]).contiguous(),
             "condition": torch.stack([e["condition"] for e in examples]).contiguous(),
             "prompts": [e["prompt"] for e in examples], "names": [e["name"] for e in examples]}

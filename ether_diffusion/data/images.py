@@ -80,18 +80,31 @@ def load_rgb(path: str | Path) -> Image.Image:
         return im.convert("RGB")
 
 
-def resize_and_crop(im: Image.Image, resolution: int, center_crop: bool = True,
-                    rng: random.Random | None = None) -> Image.Image:
-    """Shorter side -> ``resolution`` (bilinear), then a centre or random ``resolution`` square crop."""
-    w, h = im.size
+def crop_box(size: tuple[int, int], resolution: int, center_crop: bool = True,
+             rng: random.Random | None = None) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """(resized width, height), crop box of `resize_and_crop` for an image of ``size``; a random crop draws two
+    numbers from ``rng`` (also when the image is square and the crop is the whole image)."""
+    w, h = size
     scale = resolution / min(w, h)
     nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-    im = im.resize((nw, nh), Image.BILINEAR)
     if center_crop or rng is None:
         left, top = (nw - resolution) // 2, (nh - resolution) // 2
     else:
         left, top = rng.randint(0, nw - resolution), rng.randint(0, nh - resolution)
-    return im.crop((left, top, left + resolution, top + resolution))
+    return (nw, nh), (left, top, left + resolution, top + resolution)
+
+
+def fixed_crop(size: tuple[int, int], resolution: int, center_crop: bool) -> bool:
+    """Whether `resize_and_crop` gives the same pixels whatever the random crop (centre crop, or a square image)."""
+    (nw, nh), _ = crop_box(size, resolution)
+    return center_crop or (nw, nh) == (resolution, resolution)
+
+
+def resize_and_crop(im: Image.Image, resolution: int, center_crop: bool = True,
+                    rng: random.Random | None = None) -> Image.Image:
+    """Shorter side -> ``resolution`` (bilinear), then a centre or random ``resolution`` square crop."""
+    (nw, nh), box = crop_box(im.size, resolution, center_crop, rng)
+    return im.resize((nw, nh), Image.BILINEAR).crop(box)
 
 
 def to_tensor(im: Image.Image) -> torch.Tensor:

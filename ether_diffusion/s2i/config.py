@@ -42,6 +42,10 @@ class S2IConfig(TrainConfig):
         "none", "'none' resizes photo and map to the square (keeps pixel correspondence with the annotation); "
                 "'center' / 'random' keep the aspect ratio and crop")
     random_flip: bool = option(False, "random horizontal flips (photo and map together)")
+    latent_cache_dir: str | None = option(
+        None, "folder of the cached latents, maps and text embeddings (cache_latents): one file per sample, keyed by "
+              "its files, caption, resolution, crop and the model, so runs share it and a change rebuilds only what "
+              "changed; default: $ETHER_DIFFUSION_CACHE/latents or ~/.cache/ether-diffusion/latents")
     # ---- control encoder
     control_channels: tuple[int, ...] | None = option(
         None, f"widths of the control encoder, one stride-2 conv between consecutive ones; default: ControlNet's "

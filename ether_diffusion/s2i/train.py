@@ -12,14 +12,17 @@ from pathlib import Path
 
 from diffusers import DDIMScheduler
 
-from ..data.ade20k import ADE20KDataset, SkippedSampleWarning, collate, scan_ade20k
+from ..data.ade20k import ADE20KDataset, SkippedSampleWarning, collate, color_ids, scan_ade20k
 from ..models.loading import load_pipeline
 from ..training.accelerator import build_accelerator, weight_dtype
 from ..training.loop import train_loop
-from ..training.loss import diffusion_loss, encode_latents, encode_prompts
+from ..training.latent_cache import want_cache
+from ..training.loss import denoising_loss, draw_noise, encode_latents, encode_prompts
 from ..training.optim import build_optimizer, effective_learning_rate
 from ..training.run_folder import check_run_folder, start_run_folder
-from ..training.setup import finish_training, freeze_base, prepare_training, training_noise_scheduler
+from ..training.setup import (finish_training, freeze_base, loader_workers, prepare_training,
+                              training_noise_scheduler, use_cuda_graph)
+from .cache import build_table, default_cache_dir
 from .config import S2IConfig
 from .model import build_s2i_model, save_s2i_model
 from .sampling import run_s2i_validation
@@ -50,8 +53,9 @@ def _param_groups(cfg: S2IConfig, adapter_params, encoder_params, num_processes:
     return ([{"params": adapter_params}] if adapter_params else []) + groups
 
 
-def train_s2i(cfg: S2IConfig) -> dict:
-    """Train; save ``<output_dir>/model`` (adapter + control encoder + train_config.yaml). Returns paths and step."""
+def train_s2i(cfg: S2IConfig, on_step=None) -> dict:
+    """Train; save ``<output_dir>/model`` (adapter + control encoder + train_config.yaml). Returns paths, the final
+    step and its loss. ``on_step(step)`` is called after every optimiser step."""
     check_run_folder(cfg, MODEL_DIR)  # a bad output path fails before anything loads
     accelerator = build_accelerator(cfg)
     train_samples, val_samples = _samples(cfg, accelerator)  # bad data fails before any model loads
@@ -59,6 +63,8 @@ def train_s2i(cfg: S2IConfig) -> dict:
     dtype, device = weight_dtype(accelerator), accelerator.device
     seed = cfg.seed if cfg.seed is not None else 0
     dataset = ADE20KDataset(train_samples, cfg.resolution, cfg.crop, cfg.random_flip, seed)
+    dataset.cached = want_cache(cfg.cache_latents, dataset.fixed_crops(), "crop is 'random'")
+    graph = use_cuda_graph(accelerator, cfg)
 
     accelerator.print(f"loading base model {cfg.pretrained_model_name_or_path!r}", flush=True)
     pipe = load_pipeline(cfg.pretrained_model_name_or_path, revision=cfg.revision, variant=cfg.variant)
@@ -70,25 +76,38 @@ def train_s2i(cfg: S2IConfig) -> dict:
     params = adapter_params + encoder_params  # fp32
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+    rows = texts = None
+    if dataset.cached:  # posteriors, maps and text embeddings of every sample, from (or into) the cache folder
+        with accelerator.main_process_first():
+            rows, texts = build_table(dataset, pipe, device, cfg.latent_cache_dir or default_cache_dir(),
+                                      show=accelerator.is_local_main_process)
 
     optimizer = build_optimizer(_param_groups(cfg, adapter_params, encoder_params, accelerator.num_processes), cfg,
-                                accelerator.num_processes)
+                                accelerator.num_processes, capturable=graph)
     model, optimizer, loader, lr_scheduler, plan, generator = prepare_training(
-        accelerator, cfg, controlled, optimizer, dataset, collate, seed)
-    last = {}
+        accelerator, cfg, controlled, optimizer, dataset, collate, seed, loader_workers(accelerator, cfg, dataset.cached))
+    timesteps, scaling = noise_scheduler.config.num_train_timesteps, vae.config.scaling_factor
 
-    def compute_loss(batch):
-        latents = encode_latents(vae, batch["pixels"].to(device, dtype), generator)  # (B, 4, R/f, R/f)
-        text = encode_prompts(pipe, batch["prompts"], device)  # (B, 77, C)
-        control = batch["condition"].to(device)  # (B, 3, R, R) in [0, 1], fp32 into the fp32 encoder
-        loss = diffusion_loss(model, noise_scheduler, latents, text, generator, control=control).mean()
-        last["loss"] = loss.item()
-        return loss, {}
+    def make_inputs(batch) -> dict:
+        if rows is not None:
+            latents = rows.sample_latents(batch["rows"], generator, scaling)  # (B, 4, R/f, R/f)
+            control = color_ids(rows.gather(batch["rows"], ("ids",))["ids"])  # (B, 3, R, R) in [0, 1]
+            text = texts.gather([r // dataset.flips for r in batch["rows"]])["text"]  # (B, 77, C)
+        else:
+            latents = encode_latents(vae, batch["pixels"].to(device, dtype), generator)
+            text = encode_prompts(pipe, batch["prompts"], device)
+            control = batch["condition"].to(device)  # fp32 into the fp32 encoder
+        noise, t = draw_noise(latents, timesteps, generator)
+        return {"latents": latents, "noise": noise, "t": t, "text": text, "control": control}
+
+    def loss_fn(inputs):
+        return denoising_loss(model, noise_scheduler, inputs["latents"], inputs["noise"], inputs["t"], inputs["text"],
+                              control=inputs["control"]).mean(), {}
 
     plain = accelerator.unwrap_model(model)
     validate = lambda step: run_s2i_validation(accelerator, pipe, plain, val_samples, cfg, step)  # noqa: E731
-    step = train_loop(accelerator, cfg, model, optimizer, lr_scheduler, loader, params, compute_loss, plan,
-                      generator, on_validation=validate)
+    step, last = train_loop(accelerator, cfg, model, optimizer, lr_scheduler, loader, params, make_inputs, loss_fn,
+                            plan, generator, on_validation=validate, cuda_graph=graph, on_step=on_step)
 
     model_dir = Path(cfg.output_dir) / MODEL_DIR
     finish_training(accelerator, cfg, step, model_dir, CONFIG_FILE,

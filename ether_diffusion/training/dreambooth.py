@@ -1,7 +1,8 @@
 """DreamBooth subject training with any adapter of `ADAPTER_METHODS`: `DreamBoothConfig` and `train_dreambooth(cfg)`.
 
 The base UNet, VAE and text encoder stay frozen (fp16/bf16 under mixed precision); only the adapter trains (fp32).
-The instance and class prompts are fixed, so their text embeddings are computed once.
+The instance and class prompts are fixed, so their text embeddings are computed once; with deterministic crops the
+VAE posteriors of the images are too (`latent_cache`), and on one GPU each step replays from a CUDA graph.
 """
 
 from __future__ import annotations
@@ -18,18 +19,23 @@ from .accelerator import build_accelerator, weight_dtype
 from .adapters import add_adapter_from_config, save_adapter
 from .class_images import ensure_class_images
 from .loop import train_loop
-from .loss import diffusion_loss, encode_latents, encode_prompts
+from .latent_cache import RowTable, encode_rows, want_cache
+from .loss import denoising_loss, draw_noise, encode_latents, encode_prompts
 from ..outputs import check_writable
 from .optim import build_optimizer
 from .dreambooth_config import ADAPTER_DIR, CONFIG_FILE, DreamBoothConfig
 from .run_folder import check_run_folder, start_run_folder
-from .setup import finish_training, freeze_base, prepare_training, training_noise_scheduler
+from .setup import (finish_training, freeze_base, loader_workers, prepare_training, training_noise_scheduler,
+                    use_cuda_graph)
 from .validation import run_validation
 
 
 
-def train_dreambooth(cfg: DreamBoothConfig) -> dict:
-    """Train, save ``<output_dir>/adapter`` (+ ``train_config.yaml``); returns paths and the final step."""
+def train_dreambooth(cfg: DreamBoothConfig, on_step=None) -> dict:
+    """Train, save ``<output_dir>/adapter`` (+ ``train_config.yaml``); returns paths, the final step and its losses.
+
+    ``on_step(step)`` is called after every optimiser step (``benchmarks/train_loop.py`` times the loop with it).
+    """
     scan_images(cfg.instance_data_dir, "instance")  # fail on a bad folder or output path before loading any model
     check_run_folder(cfg, ADAPTER_DIR)
     if cfg.with_prior_preservation and cfg.class_data_dir is not None:
@@ -50,6 +56,10 @@ def train_dreambooth(cfg: DreamBoothConfig) -> dict:
         warnings.simplefilter("ignore", SkippedImageWarning)
         dataset = DreamBoothDataset(cfg.instance_data_dir, cfg.resolution, cfg.center_crop, cfg.random_flip,
                                     class_dir, seed, cfg.num_class_images)
+    dataset.cached = cfg.cache_latents != "off" and want_cache(
+        cfg.cache_latents, dataset.fixed_crops(), "random crops of non-square images change from epoch to epoch "
+        "(pass --center_crop, or square images)")
+    graph = use_cuda_graph(accelerator, cfg)
 
     noise_scheduler = training_noise_scheduler(pipe, cfg.prediction_type)
     freeze_base(pipe, device, dtype)
@@ -57,35 +67,42 @@ def train_dreambooth(cfg: DreamBoothConfig) -> dict:
     params = add_adapter_from_config(unet, cfg)  # fp32, on the UNet's device
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    instance_emb = encode_prompts(pipe, cfg.instance_prompt, device)
+    instance_emb = encode_prompts(pipe, cfg.instance_prompt, device)  # (1, 77, C)
     class_emb = encode_prompts(pipe, cfg.class_prompt, device) if cfg.with_prior_preservation else None
+    table = None
+    if dataset.cached:  # posteriors of every image (and its mirror image), encoded once
+        rows = encode_rows(vae, dataset.cache_images(), len(dataset.sizes) * dataset.flips, cfg.sample_batch_size,
+                           show=accelerator.is_local_main_process)
+        table = RowTable(rows, device)
 
-    optimizer = build_optimizer(params, cfg, accelerator.num_processes)
+    optimizer = build_optimizer(params, cfg, accelerator.num_processes, capturable=graph)
     unet, optimizer, loader, lr_scheduler, plan, generator = prepare_training(
-        accelerator, cfg, unet, optimizer, dataset, collate, seed)
+        accelerator, cfg, unet, optimizer, dataset, collate, seed, loader_workers(accelerator, cfg, dataset.cached))
+    timesteps, scaling = noise_scheduler.config.num_train_timesteps, vae.config.scaling_factor
 
-    last = {}  # the final step's losses, returned to the caller
+    def make_inputs(batch) -> dict:
+        if table is not None:
+            latents = table.sample_latents(batch["rows"], generator, scaling)  # (B', 4, R/8, R/8)
+        else:
+            latents = encode_latents(vae, batch["pixels"].to(device, dtype), generator)
+        noise, t = draw_noise(latents, timesteps, generator)
+        return {"latents": latents, "noise": noise, "t": t, "n_prior": batch["n_prior"]}
 
-    def compute_loss(batch):
-        is_prior = batch["is_prior"].to(device)
-        latents = encode_latents(vae, batch["pixels"].to(device, dtype), generator)  # (B', 4, R/8, R/8)
-        n_prior = int(is_prior.sum())
-        emb = instance_emb.expand(len(is_prior) - n_prior, -1, -1)
+    def loss_fn(inputs):
+        latents, n_prior = inputs["latents"], inputs["n_prior"]
+        n_inst = len(latents) - n_prior  # instance images first, then class images
+        emb = instance_emb.expand(n_inst, -1, -1)
         if n_prior:
             emb = torch.cat([emb, class_emb.expand(n_prior, -1, -1)])  # (B', 77, C)
-        per_sample = diffusion_loss(unet, noise_scheduler, latents, emb, generator)  # (B',)
+        per_sample = denoising_loss(unet, noise_scheduler, latents, inputs["noise"], inputs["t"], emb)  # (B',)
         if not n_prior:
-            loss, logs = per_sample.mean(), {}
-        else:
-            instance, prior = per_sample[~is_prior].mean(), per_sample[is_prior].mean()
-            loss, logs = instance + cfg.prior_loss_weight * prior, {"instance_loss": instance.item(),
-                                                                    "prior_loss": prior.item()}
-        last.update(loss=loss.item(), **logs)
-        return loss, logs
+            return per_sample.mean(), {}
+        instance, prior = per_sample[:n_inst].mean(), per_sample[n_inst:].mean()
+        return instance + cfg.prior_loss_weight * prior, {"instance_loss": instance, "prior_loss": prior}
 
     validate = lambda step: run_validation(accelerator, pipe, cfg, step, cfg.resolution, cfg.resolution)  # noqa: E731
-    step = train_loop(accelerator, cfg, unet, optimizer, lr_scheduler, loader, params, compute_loss, plan,
-                      generator, on_validation=validate)
+    step, last = train_loop(accelerator, cfg, unet, optimizer, lr_scheduler, loader, params, make_inputs, loss_fn,
+                            plan, generator, on_validation=validate, cuda_graph=graph, on_step=on_step)
 
     adapter_dir = Path(cfg.output_dir) / ADAPTER_DIR
     finish_training(accelerator, cfg, step, adapter_dir, CONFIG_FILE,

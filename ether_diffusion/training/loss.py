@@ -15,11 +15,23 @@ def randn(shape, generator: torch.Generator, device, dtype=torch.float32) -> tor
 
 
 @torch.no_grad()
+def encode_posterior(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) in [-1, 1] -> the VAE posterior's (mean, std), each (B, 4, H/8, W/8) in the VAE's dtype."""
+    dist = vae.encode(pixels.to(vae.dtype)).latent_dist
+    return dist.mean, dist.std
+
+
+def sample_latents(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator,
+                   scaling_factor: float) -> torch.Tensor:
+    """One draw from the posterior ``N(mean, std^2)``, scaled: (B, 4, h, w)."""
+    return (mean + std * randn(mean.shape, generator, mean.device, mean.dtype)) * scaling_factor
+
+
+@torch.no_grad()
 def encode_latents(vae, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] -> (B, 4, H/8, W/8) scaled latents, sampled from the VAE posterior."""
-    dist = vae.encode(pixels.to(vae.dtype)).latent_dist
-    sample = dist.mean + dist.std * randn(dist.mean.shape, generator, dist.mean.device, dist.mean.dtype)
-    return sample * vae.config.scaling_factor
+    mean, std = encode_posterior(vae, pixels)
+    return sample_latents(mean, std, generator, vae.config.scaling_factor)
 
 
 def diffusion_target(noise_scheduler, latents, noise, timesteps) -> torch.Tensor:
@@ -31,21 +43,33 @@ def diffusion_target(noise_scheduler, latents, noise, timesteps) -> torch.Tensor
     raise ValueError(f"prediction_type {kind!r} is not supported; use 'epsilon' or 'v_prediction'")
 
 
-def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                   generator: torch.Generator, **unet_kwargs) -> torch.Tensor:
-    """Per-sample MSE between the UNet's prediction and its target at a random timestep; shape (B,).
-
-    ``latents`` (B, 4, h, w); ``encoder_hidden_states`` (B, 77, C). Extra ``unet_kwargs`` go to the UNet call (e.g. a
-    control residual for S2I).
-    """
-    b = latents.shape[0]
+def draw_noise(latents: torch.Tensor, num_train_timesteps: int,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's randomness: noise like ``latents`` (B, 4, h, w) and timesteps (B,) in [0, num_train_timesteps)."""
     noise = randn(latents.shape, generator, latents.device, torch.float32).to(latents.dtype)
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator,
+    t = torch.randint(0, num_train_timesteps, (latents.shape[0],), generator=generator,
                       device=generator.device).to(latents.device)
+    return noise, t
+
+
+def denoising_loss(unet, noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                   encoder_hidden_states: torch.Tensor, **unet_kwargs) -> torch.Tensor:
+    """Per-sample MSE between the UNet's prediction at timesteps ``t`` and its target; shape (B,).
+
+    Pure tensor work with no host sync, so it can be captured in a CUDA graph. ``latents`` / ``noise`` (B, 4, h, w);
+    ``t`` (B,); ``encoder_hidden_states`` (B, 77, C); extra ``unet_kwargs`` go to the UNet call (S2I: the control).
+    """
     noisy = noise_scheduler.add_noise(latents, noise, t)
     pred = unet(noisy, t, encoder_hidden_states, return_dict=False, **unet_kwargs)[0]
     target = diffusion_target(noise_scheduler, latents, noise, t)
     return F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
+
+
+def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                   generator: torch.Generator, **unet_kwargs) -> torch.Tensor:
+    """`draw_noise` then `denoising_loss`: per-sample loss at a random timestep, shape (B,)."""
+    noise, t = draw_noise(latents, noise_scheduler.config.num_train_timesteps, generator)
+    return denoising_loss(unet, noise_scheduler, latents, noise, t, encoder_hidden_states, **unet_kwargs)
 
 
 @torch.no_grad()

@@ -15,7 +15,9 @@ def effective_learning_rate(cfg, num_processes: int) -> float:
     return cfg.learning_rate * num_processes * cfg.train_batch_size * cfg.gradient_accumulation_steps
 
 
-def build_optimizer(params: list[torch.nn.Parameter], cfg, num_processes: int = 1) -> torch.optim.Optimizer:
+def build_optimizer(params: list, cfg, num_processes: int = 1, capturable: bool = False) -> torch.optim.Optimizer:
+    """AdamW over ``params`` (parameters or param groups). ``capturable``: fused, with tensor learning rates, so a
+    CUDA graph can replay the step (`lr_on_device` after loading a checkpoint)."""
     if not params:
         raise ValueError("no trainable parameters: the adapter was not added to the model")
     if cfg.use_8bit_adam:
@@ -28,10 +30,29 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg, num_processes: int = 
     else:
         adamw = torch.optim.AdamW
         # one fused kernel per step where every parameter is a CUDA float tensor (the foreach default launches
-        # several per step; an eager SD 1.5 step is host-bound, benchmarks/README.md)
+        # several per step)
         extra = {"fused": True} if fused_ok(params) else {}
-    return adamw(params, lr=effective_learning_rate(cfg, num_processes), betas=(cfg.adam_beta1, cfg.adam_beta2),
-                 weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon, **extra)
+        if capturable and extra:
+            extra["capturable"] = True
+    optimizer = adamw(params, lr=effective_learning_rate(cfg, num_processes), betas=(cfg.adam_beta1, cfg.adam_beta2),
+                      weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon, **extra)
+    if extra.get("capturable"):
+        lr_on_device(optimizer)
+    return optimizer
+
+
+def lr_on_device(optimizer: torch.optim.Optimizer) -> None:
+    """Each group's ``lr`` as a float32 tensor on its parameters' device, which a captured AdamW step reads (the LR
+    scheduler fills it in place); ``initial_lr`` stays a float so the scheduler computes on the host, without a sync.
+    Also after ``load_state_dict``, which puts back the saved value."""
+    for group in optimizer.param_groups:
+        lr = float(group["lr"])
+        group.setdefault("initial_lr", lr)
+        if torch.is_tensor(group["initial_lr"]):
+            group["initial_lr"] = float(group["initial_lr"])
+        device = group["params"][0].device
+        if not (torch.is_tensor(group["lr"]) and group["lr"].device == device):
+            group["lr"] = torch.tensor(lr, dtype=torch.float32, device=device)
 
 
 def fused_ok(params: list) -> bool:

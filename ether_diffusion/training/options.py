@@ -66,7 +66,18 @@ class TrainConfig:
     allow_tf32: bool = option(False, "TF32 matmuls on Ampere+ GPUs")
     seed: int | None = option(None, "seed of data order, noise and validation images; a fixed seed makes a run "
                                 "(and its resume) reproducible")
-    dataloader_num_workers: int = option(0, "data-loading worker processes")
+    dataloader_num_workers: int | None = option(
+        None, "data-loading worker processes (persistent, pinned memory); default: none when latents are cached "
+              "(nothing to load per step) or on CPU, else min(4, CPU cores - 1)")
+    cache_latents: Literal["auto", "on", "off"] = option(
+        "auto", "encode every training image with the VAE once (both orientations with random_flip) and sample the "
+                "latents from the stored posteriors; 'auto': on when crops are deterministic (not random crops of "
+                "non-square images)")
+    cuda_graph: Literal["auto", "on", "off"] = option(
+        "auto", "replay each optimiser step from a CUDA graph (no Python per step); 'auto': on for one CUDA process "
+                "without gradient accumulation, fp16 loss scaling, 8-bit Adam or gradient checkpointing")
+    logging_steps: int = option(10, "log the loss (mean over these steps) every N optimiser steps; reading it "
+                                  "waits for the GPU")
     # ---- validation
     validation_prompt: str | None = option(None, "prompt of the validation images; none turns validation off")
     num_validation_images: int = option(4, "validation images per validation")
@@ -85,17 +96,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         positive = ("n_blocks", "lora_rank", "train_batch_size", "num_train_epochs", "gradient_accumulation_steps",
-                    "num_validation_images", "validation_steps", "validation_inference_steps", "checkpointing_steps")
+                    "num_validation_images", "validation_steps", "validation_inference_steps", "checkpointing_steps",
+                    "logging_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.dataloader_num_workers is not None and self.dataloader_num_workers < 0:
+            raise ConfigError(f"dataloader_num_workers must be >= 0 or null, got {self.dataloader_num_workers}")
         for name in ("max_train_steps", "checkpoints_total_limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1 or null, got {getattr(self, name)}")
         for name in ("learning_rate", "adam_epsilon"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "dataloader_num_workers"):
+        for name in ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.pretrained_model_name_or_path:

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from ..outputs import OutputDirError, check_writable
-from .checkpoint import checkpoint_step, remove_partial_checkpoints
+from .checkpoint import checkpoint_step, remove_partial_checkpoints, resolve_checkpoint
 
 VALIDATION_DIR = "validation"
 
@@ -29,6 +29,7 @@ def previous_run(output_dir: str | Path, finished: str) -> list[Path]:
 def check_run_folder(cfg, finished: str) -> None:
     """Raise `OutputDirError` when ``cfg.output_dir`` cannot be written or holds a run this one would mix with."""
     check_writable(cfg.output_dir, "output_dir")
+    resolve_checkpoint(cfg.output_dir, cfg.resume_from_checkpoint)  # a checkpoint that is not there fails now
     if cfg.overwrite_output_dir or cfg.resume_from_checkpoint is not None:
         return
     found = previous_run(cfg.output_dir, finished)

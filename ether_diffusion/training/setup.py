@@ -3,6 +3,7 @@ and the final save + validation."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from .checkpoint import register_trainable_state_hooks
-from ..typed_config import save_config
+from ..typed_config import ConfigError, save_config
 from .loop import StepPlan, plan_steps
 from .optim import build_lr_scheduler
 
@@ -41,11 +42,44 @@ def start_trackers(accelerator, cfg) -> None:
         accelerator.init_trackers(cfg.tracker_project_name, config=hparams)
 
 
-def prepare_training(accelerator, cfg, model, optimizer, dataset, collate, seed: int):
+def use_cuda_graph(accelerator, cfg) -> bool:
+    """Whether the step replays from a CUDA graph: ``cfg.cuda_graph`` 'on' / 'off', or 'auto' (on where it is safe).
+
+    A graph needs one CUDA process (DDP's gradient hooks are not captured), one batch per optimiser step, no fp16
+    loss scaling (its overflow check reads the GPU), torch's fused AdamW and no activation checkpointing.
+    """
+    if cfg.cuda_graph == "off":
+        return False
+    blockers = [why for why, bad in (
+        ("a CUDA device", accelerator.device.type != "cuda"),
+        ("one process", accelerator.num_processes > 1),
+        ("gradient_accumulation_steps 1", cfg.gradient_accumulation_steps > 1),
+        ("mixed_precision other than fp16 (bf16 or no)", accelerator.mixed_precision == "fp16"),
+        ("torch's AdamW (not use_8bit_adam)", cfg.use_8bit_adam),
+        ("gradient_checkpointing off", cfg.gradient_checkpointing),
+    ) if bad]
+    if blockers and cfg.cuda_graph == "on":
+        raise ConfigError("cuda_graph on needs " + ", ".join(blockers) + "; pass --cuda_graph auto or off")
+    return not blockers
+
+
+def loader_workers(accelerator, cfg, cached: bool) -> int:
+    """``cfg.dataloader_num_workers``, or by default: none when the latents are cached or on CPU (the main thread has
+    little to load, and on CPU the cores train), else min(4, cores - 1)."""
+    if cfg.dataloader_num_workers is not None:
+        return cfg.dataloader_num_workers
+    if cached or accelerator.device.type != "cuda":
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def prepare_training(accelerator, cfg, model, optimizer, dataset, collate, seed: int, workers: int = 0):
     """Data loader, accelerate's wrapping, the step plan, the LR scheduler, trackers and the per-process noise
-    generator: (model, optimizer, loader, lr_scheduler, plan, generator)."""
+    generator: (model, optimizer, loader, lr_scheduler, plan, generator). ``workers`` loader processes stay alive
+    across epochs and fill pinned memory on CUDA."""
+    pin = accelerator.device.type == "cuda" and workers > 0
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size, shuffle=True, collate_fn=collate,
-                                         num_workers=cfg.dataloader_num_workers)
+                                         num_workers=workers, persistent_workers=workers > 0, pin_memory=pin)
     register_trainable_state_hooks(accelerator)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     plan: StepPlan = plan_steps(cfg, len(loader))

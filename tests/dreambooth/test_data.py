@@ -77,7 +77,7 @@ def test_prior_batches_put_instances_first(class_dir):
     assert len(DreamBoothDataset(DOG, 32, class_dir=class_dir, num_class_images=1).class_images) == 1
     batch = collate([ds[0], ds[3]])
     assert batch["pixels"].shape == (4, 3, 32, 32)
-    assert batch["is_prior"].tolist() == [False, False, True, True]
+    assert batch["n_prior"] == 2
 
 
 def test_eval_prompts_live_and_object():
