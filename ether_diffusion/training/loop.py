@@ -121,7 +121,7 @@ def train_loop(accelerator, cfg, model, optimizer, lr_scheduler, dataloader, par
             if on_step is not None:
                 on_step(global_step)
             if global_step % cfg.logging_steps == 0 or global_step >= plan.max_train_steps:
-                logs = {**meter.mean(), "lr": lr_scheduler.get_last_lr()[0]}
+                logs = {**meter.mean(), "lr": float(lr_scheduler.get_last_lr()[0])}
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
                 accelerator.log(logs, step=global_step)
             if global_step % cfg.checkpointing_steps == 0:
