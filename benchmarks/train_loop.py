@@ -48,7 +48,7 @@ SD15_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_
                  bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, layer_norm_eps=1e-5)
 
 DREAMBOOTH = [("dreambooth", m, 1, prior, "default") for prior in (False, True) for m in ("ether", "ether_plus", "lora")]
-DREAMBOOTH += [("dreambooth", "ether", 1, False, "eager")]
+DREAMBOOTH += [("dreambooth", "ether", 1, prior, "eager") for prior in (False, True)]
 S2I = [("s2i", m, b, False, "default") for b in (4, 16) for m in ("none", "ether", "ether_plus", "lora")]
 S2I += [("s2i", "ether", 4, False, "eager")]
 
@@ -262,7 +262,10 @@ def main(argv=None) -> None:
     runs = []
     for rep in range(args.repeats):
         for row in rows if rep % 2 == 0 else rows[::-1]:
-            runs.append(run_row(args, row, model, work))
+            try:
+                runs.append(run_row(args, row, model, work))
+            except Exception as e:  # noqa: BLE001 - report the row and go on with the others
+                print(f"  {row}: failed: {type(e).__name__}: {e}"[:500], flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip() or "unknown"
     merged = merge(runs)

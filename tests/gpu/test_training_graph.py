@@ -36,32 +36,39 @@ def _dreambooth(out, **kw):
     return train_dreambooth(dreambooth_config(out, instance_data_dir=str(DOG), **{**settings, **kw}))
 
 
+def _max_diff(a: dict, b: dict) -> float:
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in b)
+
+
 @pytest.mark.parametrize("method", ["ether", "ether_plus", "lora"])
 def test_graph_trains_what_the_eager_step_trains(tmp_path, method):
+    """Graph and eager runs differ by no more than two eager runs differ (atomics in some backward kernels make
+    runs on a GPU differ in the last bits; where they do not, graph and eager must agree exactly)."""
     graph = _dreambooth(tmp_path / "graph", method=method, cuda_graph="on")
     eager = _dreambooth(tmp_path / "eager", method=method, cuda_graph="off")
-    a, b = _weights(graph["adapter_dir"]), _weights(eager["adapter_dir"])
-    moved = 0
-    for k in b:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
-        moved += int(not torch.equal(a[k], a[k] * 0))
-    assert moved and graph["loss"] == pytest.approx(eager["loss"], rel=1e-3)
+    again = _dreambooth(tmp_path / "again", method=method, cuda_graph="off")
+    a, b, c = (_weights(r["adapter_dir"]) for r in (graph, eager, again))
+    spread = _max_diff(b, c)
+    assert _max_diff(a, b) <= 2 * spread + 1e-7, (_max_diff(a, b), spread)
+    assert _max_diff(b, {k: v * 0 for k, v in b.items()}) > 0  # it trained
+    assert graph["loss"] == pytest.approx(eager["loss"], rel=1e-3)
 
 
-def test_graph_run_resumes_exactly(tmp_path):
-    run = tmp_path / "run"
-    full = _dreambooth(run, method="ether_plus", cuda_graph="on", checkpointing_steps=4, train_batch_size=2,
-                       with_prior_preservation=True, class_prompt="a photo of dog", class_data_dir=str(DOG),
-                       num_class_images=3)
-    reference = _weights(full["adapter_dir"])
-    shutil.rmtree(run / "checkpoint-8")
-    shutil.rmtree(run / "adapter")
-    resumed = _dreambooth(run, method="ether_plus", cuda_graph="on", checkpointing_steps=4, train_batch_size=2,
-                          with_prior_preservation=True, class_prompt="a photo of dog", class_data_dir=str(DOG),
-                          num_class_images=3, resume_from_checkpoint="latest")
-    again = _weights(resumed["adapter_dir"])
-    for k in reference:
-        assert torch.equal(again[k], reference[k]), k
+@pytest.mark.parametrize("method", ["ether", "ether_plus"])
+def test_graph_run_resumes_like_an_uninterrupted_run(tmp_path, method):
+    settings = dict(method=method, cuda_graph="on", checkpointing_steps=4, train_batch_size=2,
+                    with_prior_preservation=True, class_prompt="a photo of dog", class_data_dir=str(DOG),
+                    num_class_images=3)
+    full = _weights(_dreambooth(tmp_path / "run", **settings)["adapter_dir"])
+    other = _weights(_dreambooth(tmp_path / "other", **settings)["adapter_dir"])  # run-to-run spread
+    shutil.rmtree(tmp_path / "run" / "checkpoint-8")
+    shutil.rmtree(tmp_path / "run" / "adapter")
+    resumed = _weights(_dreambooth(tmp_path / "run", resume_from_checkpoint="latest", **settings)["adapter_dir"])
+    spread = _max_diff(full, other)
+    assert _max_diff(resumed, full) <= 2 * spread + 1e-7, (_max_diff(resumed, full), spread)
+    if spread == 0:
+        for k in full:
+            assert torch.equal(resumed[k], full[k]), k
 
 
 def test_s2i_graph_with_cached_latents(tmp_path):
@@ -75,5 +82,5 @@ def test_s2i_graph_with_cached_latents(tmp_path):
                          mixed_precision="bf16", random_flip=True, latent_cache_dir=str(tmp_path / "cache"))
         model = train_s2i(cfg)["model_dir"]
         results[mode] = {**_weights(model), **load_file(str(model / ENCODER_WEIGHTS))}
-    for k in results["off"]:
-        torch.testing.assert_close(results["on"][k], results["off"][k], rtol=0, atol=1e-3)
+    for k in results["off"]:  # Adam's first steps move each weight by about the learning rate (1e-3)
+        torch.testing.assert_close(results["on"][k], results["off"][k], rtol=0, atol=1e-4)
