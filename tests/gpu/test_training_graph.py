@@ -72,15 +72,18 @@ def test_graph_run_resumes_like_an_uninterrupted_run(tmp_path, method):
 
 
 def test_s2i_graph_with_cached_latents(tmp_path):
+    """S2I (adapter + control encoder, two learning rates) graphed as eager within the run-to-run spread; the cache
+    itself is checked against encoding every step on the CPU (tests/s2i/test_cache.py)."""
     from ether_diffusion.models.control import ENCODER_WEIGHTS
     from ether_diffusion.s2i.train import train_s2i
 
     results = {}
-    for mode in ("on", "off"):
+    for name, graph in (("graph", "on"), ("eager", "off"), ("again", "off")):
         reset_accelerate()
-        cfg = s2i_config(tmp_path / mode, method="ether", cuda_graph=mode, cache_latents=mode, max_train_steps=6,
-                         mixed_precision="bf16", random_flip=True, latent_cache_dir=str(tmp_path / "cache"))
+        cfg = s2i_config(tmp_path / name, method="ether", cuda_graph=graph, cache_latents="on", max_train_steps=6,
+                         mixed_precision="bf16", random_flip=True, latent_cache_dir=str(tmp_path / "cache"),
+                         lr_scheduler="cosine", lr_warmup_steps=2)
         model = train_s2i(cfg)["model_dir"]
-        results[mode] = {**_weights(model), **load_file(str(model / ENCODER_WEIGHTS))}
-    for k in results["off"]:  # Adam's first steps move each weight by about the learning rate (1e-3)
-        torch.testing.assert_close(results["on"][k], results["off"][k], rtol=0, atol=1e-4)
+        results[name] = {**_weights(model), **load_file(str(model / ENCODER_WEIGHTS))}
+    spread = _max_diff(results["eager"], results["again"])
+    assert _max_diff(results["graph"], results["eager"]) <= 2 * spread + 1e-7, spread
