@@ -20,6 +20,7 @@ Rows run in turn and the whole list ``--repeats`` times (reversed every other ti
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import shutil
 import statistics
@@ -187,6 +188,7 @@ def run_row(args, row, model: Path, work: Path) -> dict:
         common.update(cache_latents="off", cuda_graph="off", dataloader_num_workers=0)
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+    gc.collect()  # the previous row's pipeline, so the peak is this row's own
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     t_start = time.perf_counter()

@@ -80,6 +80,7 @@ def train_s2i(cfg: S2IConfig, on_step=None) -> dict:
     if dataset.cached:  # posteriors, maps and text embeddings of every sample, from (or into) the cache folder
         with accelerator.main_process_first():
             rows, texts = build_table(dataset, pipe, device, cfg.latent_cache_dir or default_cache_dir(),
+                                      max(1, cfg.train_batch_size // dataset.flips),  # what a step would encode
                                       show=accelerator.is_local_main_process)
 
     optimizer = build_optimizer(_param_groups(cfg, adapter_params, encoder_params, accelerator.num_processes), cfg,

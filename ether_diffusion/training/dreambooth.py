@@ -71,7 +71,8 @@ def train_dreambooth(cfg: DreamBoothConfig, on_step=None) -> dict:
     class_emb = encode_prompts(pipe, cfg.class_prompt, device) if cfg.with_prior_preservation else None
     table = None
     if dataset.cached:  # posteriors of every image (and its mirror image), encoded once
-        rows = encode_rows(vae, dataset.cache_images(), len(dataset.sizes) * dataset.flips, cfg.sample_batch_size,
+        per_step = cfg.train_batch_size * (2 if cfg.with_prior_preservation else 1)  # what a step would encode
+        rows = encode_rows(vae, dataset.cache_images(), len(dataset.sizes) * dataset.flips, per_step,
                            show=accelerator.is_local_main_process)
         table = RowTable(rows, device)
 

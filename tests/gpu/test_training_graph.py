@@ -42,14 +42,16 @@ def _max_diff(a: dict, b: dict) -> float:
 
 @pytest.mark.parametrize("method", ["ether", "ether_plus", "lora"])
 def test_graph_trains_what_the_eager_step_trains(tmp_path, method):
-    """Graph and eager runs differ by no more than two eager runs differ (atomics in some backward kernels make
-    runs on a GPU differ in the last bits; where they do not, graph and eager must agree exactly)."""
+    """Graph and eager runs differ by no more than two eager runs differ (atomics in some backward kernels make runs
+    on a GPU differ in the last bits), plus 1e-5: the capturable AdamW computes its bias corrections on the device in
+    fp32, the eager one on the host in fp64. A stale input, noise or learning rate in the graph moves the weights
+    by about the learning rate (1e-3 per step)."""
     graph = _dreambooth(tmp_path / "graph", method=method, cuda_graph="on")
     eager = _dreambooth(tmp_path / "eager", method=method, cuda_graph="off")
     again = _dreambooth(tmp_path / "again", method=method, cuda_graph="off")
     a, b, c = (_weights(r["adapter_dir"]) for r in (graph, eager, again))
     spread = _max_diff(b, c)
-    assert _max_diff(a, b) <= 2 * spread + 1e-7, (_max_diff(a, b), spread)
+    assert _max_diff(a, b) <= 2 * spread + 1e-5, (_max_diff(a, b), spread)
     assert _max_diff(b, {k: v * 0 for k, v in b.items()}) > 0  # it trained
     assert graph["loss"] == pytest.approx(eager["loss"], rel=1e-3)
 
@@ -86,4 +88,4 @@ def test_s2i_graph_with_cached_latents(tmp_path):
         model = train_s2i(cfg)["model_dir"]
         results[name] = {**_weights(model), **load_file(str(model / ENCODER_WEIGHTS))}
     spread = _max_diff(results["eager"], results["again"])
-    assert _max_diff(results["graph"], results["eager"]) <= 2 * spread + 1e-7, spread
+    assert _max_diff(results["graph"], results["eager"]) <= 2 * spread + 1e-5, spread
