@@ -7,7 +7,7 @@ The one schema: the generators write rows with `write_manifest`; ``eval/manifest
     path           str    always       image path, relative to the manifest's folder (or absolute)
     prompt         str    always       the prompt the image was generated from
     seed           int    always       sampling seed
-    method         str    always       e.g. "ether", "ether_plus", "oft", "lora", "base"; results are reported per method
+    method         str    always       e.g. "ether", "oft", "lora", "base"; results are reported per method
     subject        str    DreamBooth   DreamBooth folder name, e.g. "dog"
     prompt_index   int    optional     index into the DreamBooth prompt list (0..24); per-prompt tables use it
     condition      str    S2I          ADE20K annotation PNG (class ids), relative to the manifest's folder, absolute,
