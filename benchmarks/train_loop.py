@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 RESULTS = REPO / "benchmarks" / "results"
-DOG = REPO / "tests" / "assets" / "dreambooth" / "dog"
+DOG = REPO / "ether_diffusion" / "assets" / "dreambooth" / "dog"
 ADE20K = REPO / "tests" / "assets" / "ade20k"
 
 # stable-diffusion-v1-5 vae/config.json and text_encoder/config.json (architecture keys)
@@ -193,7 +193,8 @@ def run_row(args, row, model: Path, work: Path) -> dict:
     torch.cuda.reset_peak_memory_stats()
     t_start = time.perf_counter()
     if script == "dreambooth":
-        from ether_diffusion.training.dreambooth import DreamBoothConfig, train_dreambooth
+        from ether_diffusion.dreambooth.config import DreamBoothConfig
+        from ether_diffusion.dreambooth.train import train_dreambooth
 
         extra = dict(with_prior_preservation=True, class_prompt="a photo of dog", num_class_images=100,
                      class_data_dir=str(class_images(work / "class_dog", 100, args.resolution))) if prior else {}

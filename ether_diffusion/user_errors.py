@@ -1,6 +1,7 @@
 """One line for a user's mistake: ``error: <message>`` on stderr, exit status 2, no traceback.
 
-Shared by the training scripts (`ether_diffusion.training.cli.run_cli`) and the eval CLI; light (no torch).
+Shared by the training scripts (`ether_diffusion.training.cli.run_cli`) and the eval CLI; light (no torch). The one
+`ModelNotAvailableError` lives here for both: the base model a script loads, the scoring models of the eval.
 ``--debug`` on the command line (taken out before the command parses its flags) or ``ETHER_DEBUG=1`` in the
 environment re-raises instead, with the full traceback.
 """
@@ -15,6 +16,16 @@ DEBUG_FLAG = "--debug"
 DEBUG_ENV = "ETHER_DEBUG"
 EXIT_USER_ERROR = 2
 T = TypeVar("T")
+
+
+class ModelNotAvailableError(OSError):
+    """A model or weights file that cannot be loaded here (not cached offline, no such folder, no download): the
+    base Stable Diffusion pipeline, or a scoring model of the eval (DINO, CLIP, LPIPS backbone, segmenter, Inception).
+
+    The message names the model and how to provide it, e.g. "DINO model 'facebook/dino-vits16' is not available
+    offline; download it on a machine with internet (hf download facebook/dino-vits16 --local-dir dino-vits16) and
+    pass --dino /path/to/it".
+    """
 
 
 def debug_requested(argv: list[str] | None = None) -> bool:

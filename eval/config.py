@@ -2,7 +2,8 @@
 
 Defaults are the published protocols (see configs/eval/*.yaml for each value's source). They go through the
 project's one config system (`ether_diffusion.typed_config`: defaults < YAML < flags, unknown keys and wrong types
-fail in one line); eval imports only that loader from the package, never training code.
+fail in one line). From the package eval imports only light modules (the config loader, the manifest schema, the
+ADE20K classes, the shared errors), never training code.
 """
 
 from __future__ import annotations

@@ -63,12 +63,3 @@ def s2i_grid(payload: dict[str, Any], n_conditions: int) -> Image.Image:
         cells += [(load_rgb(g["path"]), g["method"]) for g in gens]
         rows.append((Path(condition).stem[-8:], cells))
     return make_grid(rows)
-
-
-def save_grid(grid: Image.Image, path: str | Path) -> Path:
-    path = Path(path)
-    grid.save(path)
-    return path
-
-
-

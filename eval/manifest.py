@@ -1,18 +1,8 @@
 """Read and validate `manifest.jsonl`, the one file that ties generated images to what they were asked to show.
 
-Schema (one JSON object per line; shared with the generation scripts, keep it exactly):
-
-    key            type        required   meaning
-    path           str         always     image path, relative to the manifest's folder (or absolute)
-    prompt         str         always     the prompt the image was generated from
-    seed           int         always     sampling seed
-    method         str         always     e.g. "ether", "ether_plus", "oft", "lora"; results are reported per method
-    subject        str         DreamBooth DreamBooth folder name, e.g. "dog"
-    prompt_index   int         optional   index into the DreamBooth prompt list (0..24); per-prompt tables use it
-    condition      str         S2I        ADE20K annotation PNG (class ids), relative to the manifest's folder,
-                                          absolute, or a file name looked up under --ade-root
-
-Any other key is ignored. Blank lines are skipped. A bad row raises `EvalInputError` naming the file and line.
+The schema (keys, types, which are required) is `ether_diffusion.manifest`'s, the module the generators write with;
+it is standard library only, so reading it here loads no training code. Any other key is ignored. Blank lines are
+skipped. A bad row raises `EvalInputError` naming the file and line.
 
     {"path": "dog/000.png", "prompt": "a qwe dog in the jungle", "seed": 0, "method": "ether", "subject": "dog",
      "prompt_index": 0}
@@ -26,11 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ether_diffusion.manifest import MANIFEST_NAME, OPTIONAL, REQUIRED, has_type
 from eval.errors import EvalInputError
-
-MANIFEST_NAME = "manifest.jsonl"
-_REQUIRED: dict[str, type] = {"path": str, "prompt": str, "seed": int, "method": str}
-_OPTIONAL: dict[str, type] = {"subject": str, "prompt_index": int, "condition": str}
 
 
 @dataclass(frozen=True)
@@ -48,8 +35,7 @@ class ManifestRow:
 
 
 def _checked(value: object, key: str, kind: type, where: str) -> object:
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if not ok:
+    if not has_type(value, kind):
         raise EvalInputError(f"{where}: key '{key}' must be {kind.__name__}, got {value!r}; fix that row")
     return value
 
@@ -58,11 +44,11 @@ def parse_row(obj: object, folder: Path, line: int, where: str, require: tuple[s
     """One decoded JSON line -> `ManifestRow`; `require` lists optional keys this protocol needs."""
     if not isinstance(obj, dict):
         raise EvalInputError(f"{where}: each line must be a JSON object, got {type(obj).__name__}")
-    for key in (*_REQUIRED, *require):
+    for key in (*REQUIRED, *require):
         if key not in obj:
-            raise EvalInputError(f"{where}: missing key '{key}'; every row needs {sorted({*_REQUIRED, *require})}")
-    fields = {k: _checked(obj[k], k, t, where) for k, t in _REQUIRED.items()}
-    fields |= {k: _checked(obj[k], k, t, where) for k, t in _OPTIONAL.items() if obj.get(k) is not None}
+            raise EvalInputError(f"{where}: missing key '{key}'; every row needs {sorted({*REQUIRED, *require})}")
+    fields = {k: _checked(obj[k], k, t, where) for k, t in REQUIRED.items()}
+    fields |= {k: _checked(obj[k], k, t, where) for k, t in OPTIONAL.items() if obj.get(k) is not None}
     path = Path(fields["path"]).expanduser()
     path = path if path.is_absolute() else folder / path
     if not path.is_file():
@@ -76,7 +62,8 @@ def read_manifest(manifest: str | Path, require: tuple[str, ...] = ()) -> list[M
     if manifest.is_dir():
         manifest = manifest / MANIFEST_NAME
     if not manifest.is_file():
-        raise EvalInputError(f"manifest '{manifest}' not found; write one row per image (see eval/manifest.py)")
+        raise EvalInputError(f"manifest '{manifest}' not found; write one row per image "
+                             "(see ether_diffusion/manifest.py)")
     rows: list[ManifestRow] = []
     seen: dict[Path, int] = {}
     for number, text in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):

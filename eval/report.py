@@ -32,13 +32,20 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def _dreambooth_sections(p: dict[str, Any]) -> list[str]:
+def dreambooth_means_table(p: dict[str, Any]) -> list[str]:
+    """The lines of the DreamBooth means table of a payload (or of its metrics.json): one row per method, then the
+    "real images" row when there is one."""
     metrics = list(next(iter(p["results"].values()))["means"]) if p["results"] else []
     head = ["method", "images"] + [LABELS[m] for m in metrics]
     rows = [[m, str(r["n_images"])] + [_fmt(r["means"][k]) for k in metrics] for m, r in p["results"].items()]
     if p.get("real_images"):
         rows.append(["real images", "–"] + [_fmt(p["real_images"]["means"].get(k)) for k in metrics])
-    lines = ["## Means (flat over all pairs)", "", *_table(head, rows), ""]
+    return _table(head, rows)
+
+
+def _dreambooth_sections(p: dict[str, Any]) -> list[str]:
+    metrics = list(next(iter(p["results"].values()))["means"]) if p["results"] else []
+    lines = ["## Means (flat over all pairs)", "", *dreambooth_means_table(p), ""]
     for method, r in p["results"].items():
         lines += [f"## Per subject: {method}", ""]
         lines += _table(["subject"] + [LABELS[m] for m in metrics],

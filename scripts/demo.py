@@ -10,9 +10,9 @@ Single process; for several GPUs run scripts/train_dreambooth.py and scripts/gen
 
 from __future__ import annotations
 
+from ether_diffusion.dreambooth.demo_config import DemoConfig
 from ether_diffusion.training.cli import run_cli
 from ether_diffusion.typed_config import parse_config
-from ether_diffusion.training.demo_config import DemoConfig
 
 
 def parse_args(argv: list[str] | None = None) -> DemoConfig:
@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
 
 
 def main(cfg: DemoConfig):
-    from ether_diffusion.training.demo import run_demo  # torch and diffusers: after the flags are read
+    from ether_diffusion.dreambooth.demo import run_demo  # torch and diffusers: after the flags are read
 
     return run_demo(cfg)
 

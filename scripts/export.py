@@ -13,8 +13,8 @@ is the one the adapter's train_config.yaml records unless --pretrained_model_nam
 
 from __future__ import annotations
 
+from ether_diffusion.dreambooth.export_config import ExportConfig
 from ether_diffusion.training.cli import run_cli
-from ether_diffusion.training.export_config import ExportConfig
 from ether_diffusion.typed_config import parse_config
 
 
@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> ExportConfig:
 
 
 def main(cfg: ExportConfig):
-    from ether_diffusion.training.export_run import export  # torch and diffusers: after the flags are read
+    from ether_diffusion.dreambooth.export_run import export  # torch and diffusers: after the flags are read
 
     path = export(cfg)
     print(f"wrote {path}")

@@ -11,11 +11,11 @@ Every option is a `GenerateConfig` field (`--help`); `--config file.yaml` sets t
 
 from __future__ import annotations
 
+from ether_diffusion.dreambooth.generate_config import TINY_GENERATE, GenerateConfig
 from ether_diffusion.training.base_model import recorded_shared_base_model, request_adapters
 from ether_diffusion.training.cli import run_cli
-from ether_diffusion.training.tiny_defaults import TINY_GENERATE, with_tiny_defaults
+from ether_diffusion.training.tiny_defaults import with_tiny_defaults
 from ether_diffusion.typed_config import command_line_keys, parse_config
-from ether_diffusion.training.generate_config import GenerateConfig
 
 
 def parse_args(argv: list[str] | None = None) -> GenerateConfig:
@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> GenerateConfig:
 
 
 def main(cfg: GenerateConfig):
-    from ether_diffusion.training.generation import generate  # torch and diffusers: after the flags are read
+    from ether_diffusion.dreambooth.generate import generate  # torch and diffusers: after the flags are read
 
     manifest = generate(cfg)
     print(f"wrote {manifest}")

@@ -11,10 +11,10 @@ trained on `tiny` samples with tiny sizes (a few steps, its training resolution)
 
 from __future__ import annotations
 
-from ether_diffusion.s2i.config import S2IGenerateConfig
+from ether_diffusion.s2i.config import TINY_S2I_GENERATE, S2IGenerateConfig
 from ether_diffusion.training.base_model import recorded_base_model
 from ether_diffusion.training.cli import run_cli
-from ether_diffusion.training.tiny_defaults import TINY_S2I_GENERATE, with_tiny_defaults
+from ether_diffusion.training.tiny_defaults import with_tiny_defaults
 from ether_diffusion.typed_config import command_line_keys, parse_config
 
 

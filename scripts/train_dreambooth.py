@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """DreamBooth training of an ETHER / ETHER+ / OFT / naive / LoRA adapter on Stable Diffusion.
 
-    accelerate launch scripts/train_dreambooth.py --config configs/dreambooth/ether.yaml \
-        --instance_data_dir tests/assets/dreambooth/dog --instance_prompt "a photo of sks dog" \
+    accelerate launch scripts/train_dreambooth.py --config ether_diffusion/dreambooth/configs/ether.yaml \
+        --instance_data_dir ether_diffusion/assets/dreambooth/dog --instance_prompt "a photo of sks dog" \
         --class_prompt "a photo of dog" --output_dir runs/dog-ether
 
 Every option is a `DreamBoothConfig` field (`--help` lists them); the YAML file sets them, flags override it.
@@ -11,10 +11,10 @@ Writes <output_dir>/adapter/ (weights + train_config.yaml), checkpoint-<step>/, 
 
 from __future__ import annotations
 
+from ether_diffusion.dreambooth.config import TINY_DREAMBOOTH, DreamBoothConfig
 from ether_diffusion.training.cli import run_cli
-from ether_diffusion.training.tiny_defaults import TINY_DREAMBOOTH, with_tiny_defaults
+from ether_diffusion.training.tiny_defaults import with_tiny_defaults
 from ether_diffusion.typed_config import command_line_keys, parse_config
-from ether_diffusion.training.dreambooth_config import DreamBoothConfig
 
 
 def parse_args(argv: list[str] | None = None) -> DreamBoothConfig:
@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> DreamBoothConfig:
 
 
 def main(cfg: DreamBoothConfig) -> dict:
-    from ether_diffusion.training.dreambooth import train_dreambooth  # torch and diffusers: after the flags are read
+    from ether_diffusion.dreambooth.train import train_dreambooth  # torch and diffusers: after the flags are read
 
     return train_dreambooth(cfg)
 

@@ -12,9 +12,9 @@ Writes <output_dir>/model/ (adapter + control encoder + train_config.yaml), chec
 
 from __future__ import annotations
 
-from ether_diffusion.s2i.config import S2IConfig
+from ether_diffusion.s2i.config import TINY_S2I, S2IConfig
 from ether_diffusion.training.cli import run_cli
-from ether_diffusion.training.tiny_defaults import TINY_S2I, with_tiny_defaults
+from ether_diffusion.training.tiny_defaults import with_tiny_defaults
 from ether_diffusion.typed_config import command_line_keys, parse_config
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from ether_diffusion.assets import DREAMBOOTH_ROOT
 from ether_diffusion.training.cli import run_cli
 from ether_diffusion.typed_config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
-DOG = REPO / "tests" / "assets" / "dreambooth" / "dog"
+DOG = DREAMBOOTH_ROOT / "dog"
 ADE20K = REPO / "tests" / "assets" / "ade20k"
 UNWRITABLE = "/proc/ether-diffusion-test/run"  # /proc takes no new files, not even from root
 
@@ -125,9 +126,10 @@ def test_accelerate_launch_passes_the_line_through(tmp_path):
     assert quiet.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: output_dir"), quiet.stderr
 
 
-def test_eval_subprocess_user_error_comes_back_as_one_line(tmp_path):
-    from ether_diffusion.training.eval_run import run_eval
+def test_eval_user_error_comes_back_as_one_line(tmp_path):
+    from ether_diffusion.dreambooth.evaluate import evaluate_samples
 
     with pytest.raises(ConfigError) as caught:
-        run_eval(["dreambooth", "--generated", str(tmp_path), "--random-init", "--out", str(tmp_path / "o")])
+        evaluate_samples(tmp_path, "", tmp_path / "o", "qwe", tiny=True)
     assert str(caught.value).startswith("evaluation: real folder is required; pass --real")
+    assert "\n" not in str(caught.value)

@@ -26,10 +26,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..assets import ADE20K_CLASSES_FILE as CLASSES_FILE
 from .images import load_rgb, to_tensor
 
 NUM_CLASSES = 150
-CLASSES_FILE = Path(__file__).resolve().parents[1] / "assets" / "ade20k_classes.json"
 UNLABELED_COLOR = (0, 0, 0)
 CROPS = ("none", "center", "random")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -118,11 +118,6 @@ def read_annotation(path: str | Path) -> np.ndarray:
         raise ADE20KDataError(f"annotation {str(path)!r} has class id {int(ids.max())} (above {NUM_CLASSES}); ADE20K "
                               f"SceneParse150 annotations hold 0..{NUM_CLASSES}: is this the full ADE20K dataset?")
     return ids
-
-
-def condition_image(ids: np.ndarray) -> Image.Image:
-    """(H, W) class ids -> the colour-coded condition as an RGB image."""
-    return Image.fromarray(ids_to_colors(ids))
 
 
 # ------------------------------------------------------------------ captions

@@ -124,7 +124,7 @@ def read_prompts_file(path: str | Path) -> tuple[dict[str, str], list[str], list
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompts file {str(path)!r} not found; it is dataset/{PROMPTS_FILE} of "
-                                "google/dreambooth (a copy is in tests/assets/dreambooth/)")
+                                "google/dreambooth (a copy ships in ether_diffusion/assets/dreambooth/)")
     text = path.read_text()
     classes = dict(re.findall(r"^(\w+),([^,\n]+)$", text.split("Prompts")[0], flags=re.M))
     classes.pop("subject_name", None)

@@ -11,11 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..user_errors import ModelNotAvailableError
 from .tiny import TINY_ID, tiny_pipeline
-
-
-class ModelNotAvailableError(OSError):
-    """The base model cannot be loaded from the cache, a local folder or the hub."""
 
 
 def _looks_like_path(name: str) -> bool:

@@ -1,4 +1,5 @@
-"""`S2IConfig` (training) and `S2IGenerateConfig` (sampling from maps): the typed configs of the S2I scripts.
+"""`S2IConfig` (training) and `S2IGenerateConfig` (sampling from maps): the typed configs of the S2I scripts, and the
+sizes each takes on the ``tiny`` model.
 
 Both go through the shared config system (`ether_diffusion.typed_config`): defaults < ``--config`` YAML < flags.
 """
@@ -6,14 +7,19 @@ Both go through the shared config system (`ether_diffusion.typed_config`): defau
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from ..names import HINT_CHANNELS
+from ..names import HINT_CHANNELS, TINY_RESOLUTION
 from ..training.options import SD15_ID, TrainConfig
 from ..typed_config import ConfigError, check_fields, option
 
 S2I_METHODS = ("ether", "ether_plus", "oft", "naive", "lora", "none")
 NO_ADAPTER = "none"  # the paper's "encoder only" baseline: the UNet stays frozen, only the control encoder trains
+TINY_S2I: dict[str, Any] = dict(
+    resolution=TINY_RESOLUTION, train_batch_size=2, max_train_steps=4, num_validation_images=2,
+    validation_inference_steps=4, validation_steps=2, checkpointing_steps=2, mixed_precision="no")
+# resolution None: the one the S2I model was trained at (its train_config.yaml)
+TINY_S2I_GENERATE: dict[str, Any] = dict(num_inference_steps=4, resolution=None, batch_size=4)
 
 
 def _check_prompt_source(captions: str | None, prompt: str | None, what: str) -> None:

@@ -2,8 +2,8 @@
 
 Image ``j`` of map ``i`` (maps sorted by name) uses seed ``seed + i * num_images_per_map + j`` with a CPU generator,
 so it is the same image whatever the batch size, the number of processes or the GPU. Batches are split across the
-processes of ``accelerate launch``; the main process writes the manifest (rows as `eval/manifest.py` reads them:
-``path``, ``prompt``, ``seed``, ``method``, ``condition`` = the annotation's absolute path).
+processes of ``accelerate launch``; the main process writes the manifest (`ether_diffusion.manifest`: ``path``,
+``prompt``, ``seed``, ``method``, ``condition`` = the annotation's absolute path).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from accelerate import PartialState
 from ..data.ade20k import load_condition, scan_annotations
 from ..models.loading import load_pipeline
 from ..outputs import check_writable
+from ..sampling import pipeline_dtype, render_rows, set_scheduler
 from ..training.base_model import resolve_base_model
-from ..training.generation import pipeline_dtype, render_rows, set_scheduler
 from .config import S2IGenerateConfig
 from .model import load_s2i_model
 from .sampling import sample_from_maps
@@ -35,8 +35,8 @@ def trained_resolution(model: str | Path) -> int | None:
 
 def build_s2i_pipeline(cfg: S2IGenerateConfig, device: torch.device):
     """(pipeline on ``device``, controlled UNet, method) for ``cfg.model``."""
-    pipe = load_pipeline(cfg.pretrained_model_name_or_path, torch_dtype=pipeline_dtype(cfg, device), revision=cfg.revision,
-                         variant=cfg.variant)
+    pipe = load_pipeline(cfg.pretrained_model_name_or_path, torch_dtype=pipeline_dtype(cfg.mixed_precision, device),
+                         revision=cfg.revision, variant=cfg.variant)
     controlled, method = load_s2i_model(pipe.unet, cfg.model, merge=cfg.merge)
     set_scheduler(pipe, cfg.scheduler)
     pipe.set_progress_bar_config(disable=True)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
+from ..assets import DREAMBOOTH_ROOT
 from ..names import TINY_ID
 from ..training.options import ADAPTER_METHODS
 from ..typed_config import ConfigError, check_fields, option
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -19,7 +17,7 @@ class StudyConfig:
     pretrained_model_name_or_path: str = option(TINY_ID, "base model: 'tiny', a hub id or a local folder")
     methods: tuple[str, ...] = option(("ether", "ether_plus", "oft", "naive", "lora"), "methods to compare")
     learning_rates: tuple[float, ...] = option((1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "learning-rate grid")
-    dreambooth_root: str = option(str(REPO / "tests" / "assets" / "dreambooth"), "DreamBooth dataset root")
+    dreambooth_root: str = option(str(DREAMBOOTH_ROOT), "DreamBooth dataset root; default: the shipped dog subject")
     subject: str = option("dog", "subject folder under dreambooth_root")
     unique_token: str = option("qwe", "rare identifier")
     max_train_steps: int | None = option(None, "steps per run; default 12 for tiny, the config's for a real model")

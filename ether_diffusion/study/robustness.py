@@ -4,7 +4,8 @@ Each run trains in segments of ``record_every`` steps through `train_dreambooth`
 checkpoints, so the recorded trajectory is the one of a single uninterrupted run. After each segment the adapter
 is loaded on a fresh base UNet and measured (`analysis.layer_stats`): ``||H - I||_F`` summed over layers and sides,
 ``||W' - W||_F``, hyperspherical energy. Optionally each finished run is sampled on the subject's evaluation
-prompts and scored with the eval package (a subprocess: eval never imports training code).
+prompts and scored with the eval package, called as a library (`dreambooth.evaluate`). Each run starts from the
+shipped ``dreambooth/configs/<method>.yaml``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import shutil
 from pathlib import Path
 
 from ..data.dreambooth import PROMPTS_FILE, read_prompts_file
+from ..dreambooth.config import DreamBoothConfig, shipped_config
+from ..dreambooth.evaluate import evaluate_samples
+from ..dreambooth.generate import generate
+from ..dreambooth.generate_config import GenerateConfig
+from ..dreambooth.train import train_dreambooth
 from ..names import TINY_RESOLUTION
 from ..outputs import check_writable
-from ..training.dreambooth import DreamBoothConfig, train_dreambooth
-from ..training.eval_run import run_eval
-from ..training.generation import GenerateConfig, generate
 from ..typed_config import ConfigError, load_config
-from .config import REPO, StudyConfig
+from .config import StudyConfig
 from .plots import plot_study
 from .weights import adapter_summary, load_base_unet
 
@@ -40,7 +43,7 @@ def _run_config(cfg: StudyConfig, method: str, lr: float, class_token: str, out:
         overrides.update(resolution=TINY_RESOLUTION, max_train_steps=12, mixed_precision="no")
     if cfg.max_train_steps is not None:
         overrides["max_train_steps"] = cfg.max_train_steps
-    return load_config(DreamBoothConfig, REPO / "configs" / "dreambooth" / f"{method}.yaml", **overrides)
+    return load_config(DreamBoothConfig, shipped_config(method), **overrides)
 
 
 def _evaluate(cfg: StudyConfig, adapter: Path, out: Path) -> dict:
@@ -50,12 +53,7 @@ def _evaluate(cfg: StudyConfig, adapter: Path, out: Path) -> dict:
         prompts_and_classes=str(prompts), unique_token=cfg.unique_token, output_dir=str(out / "samples"),
         num_images_per_prompt=1, num_inference_steps=cfg.num_inference_steps or (4 if cfg.tiny else 50),
         batch_size=25 if cfg.tiny else 4, resolution=TINY_RESOLUTION if cfg.tiny else None))
-    command = ["dreambooth", "--generated", str(manifest.parent), "--real",
-               cfg.dreambooth_root, "--out", str(out / "eval"), "--clip-t-remove", cfg.unique_token]
-    if cfg.tiny:
-        command += ["--random-init", "--lpips-size", str(TINY_RESOLUTION)]
-    run_eval(command)
-    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    metrics = evaluate_samples(manifest.parent, cfg.dreambooth_root, out / "eval", cfg.unique_token, tiny=cfg.tiny)
     return next(iter(metrics["results"].values()))["means"]
 
 

@@ -1,24 +1,19 @@
-"""Training machinery shared by the scripts (scripts -> training -> core), one small module per job.
+"""The training loop every application shares (DreamBooth, S2I, the robustness study), one small module per job;
+the applications themselves are the sibling packages `ether_diffusion.dreambooth` and `ether_diffusion.s2i`.
 
-Shared loop pieces (used by DreamBooth, S2I and the robustness study):
-    config.py       parse_config / load_config / save_config over any dataclass (defaults < YAML < CLI), check_fields
-    options.py      TrainConfig: the fields every training script shares (flag names as in diffusers' examples)
+    options.py      TrainConfig: the fields every training script shares (flag names as in diffusers' examples);
+                    AdapterOptions, the adapter group, checked as an `EtherConfig` (or LoRA's own checks) at once
     accelerator.py  build_accelerator(cfg) (precision, accumulation, trackers, seeded sampler, TF32), weight_dtype
-    optim.py        build_optimizer (AdamW / 8-bit AdamW), build_lr_scheduler (diffusers' schedulers), scale_lr
     adapters.py     add / save / load / merge for ether, ether_plus, oft, naive and PEFT LoRA
+    optim.py        build_optimizer (AdamW / 8-bit AdamW), build_lr_scheduler (diffusers' schedulers), scale_lr
     loss.py         encode_latents, diffusion_loss (epsilon / v-prediction), all noise from one generator
     checkpoint.py   atomic checkpoint-<step> folders with a COMPLETE marker, rotation, exact resume
-    validation.py   validation images -> PNG + TensorBoard / wandb
+    run_folder.py   the output folder: checked before any model loads, cleared with overwrite_output_dir
+    setup.py        frozen base models, noise scheduler, trackers, the final save + validation
     loop.py         plan_steps, train_loop (accumulation, clipping, tqdm, checkpoints, validation, resume)
-    manifest.py     write_manifest: the manifest.jsonl contract with the eval package
+    validation.py   validation images -> PNG + TensorBoard / wandb
+What the scripts share around it:
+    base_model.py   the base model a trained folder records (its train_config.yaml)
+    tiny_defaults.py with_tiny_defaults: tiny-model sizes unless a flag sets them
     cli.py          run_cli: one-line errors for user mistakes
-DreamBooth:
-    dreambooth.py   DreamBoothConfig, train_dreambooth
-    class_images.py prior-preservation class images, generated once and kept
-    generation.py   GenerateConfig, generate (adapter or base, DreamBooth eval prompts, fixed seeds, multi-GPU)
-    demo_config.py  DemoConfig (light, for --help)
-    demo.py         run_demo: train -> generate -> evaluate -> REPORT.md
-Export:
-    export_config.py ExportConfig (light, for --help)
-    export_run.py   export: an adapter folder -> one LoRA file (ether_diffusion.export) or a merged pipeline folder
 """

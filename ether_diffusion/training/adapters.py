@@ -18,8 +18,7 @@ from ..config import PROJECTIONS, EtherConfig
 from ..io import CONFIG_NAME, WEIGHTS_NAME, load_ether, save_ether
 from ..patch import apply_ether, ether_parameters, merge_ether
 from ..typed_config import ConfigError
-
-LORA = "lora"
+from .options import LORA
 
 
 def _lora_config(rank: int, alpha: float | None, target_modules):
@@ -30,33 +29,46 @@ def _lora_config(rank: int, alpha: float | None, target_modules):
                       target_modules=list(target_modules))
 
 
-def add_adapter(unet: nn.Module, method: str, n_blocks: int = 4, target_modules=PROJECTIONS,
-                init_seed: int | None = None, lora_rank: int = 4, lora_alpha: float | None = None,
-                attention: str = "sdpa") -> list[nn.Parameter]:
-    """Freeze ``unet``, add the adapter, return its trainable parameters (always fp32)."""
-    if method != LORA:
-        try:
-            apply_ether(unet, EtherConfig(method=method, n_blocks=n_blocks, target_modules=tuple(target_modules),
-                                          init_seed=init_seed), attention=attention)
-        except ValueError as e:  # n_blocks or target_modules that do not fit this model: the user's options
-            raise ConfigError(str(e)) from e
-        return ether_parameters(unet)
+def add_ether(unet: nn.Module, config: EtherConfig, attention: str = "sdpa") -> list[nn.Parameter]:
+    """Freeze ``unet``, apply the ETHER-family adapter ``config`` describes, return its trainable parameters (fp32)."""
+    try:
+        apply_ether(unet, config, attention=attention)
+    except ValueError as e:  # n_blocks or target_modules that do not fit this model: the user's options
+        raise ConfigError(str(e)) from e
+    return ether_parameters(unet)
+
+
+def add_lora(unet: nn.Module, rank: int = 4, alpha: float | None = None, target_modules=PROJECTIONS,
+             init_seed: int | None = None, attention: str = "sdpa") -> list[nn.Parameter]:
+    """Freeze ``unet``, add a PEFT LoRA, return its trainable parameters (cast to fp32)."""
     unet.requires_grad_(False)
     if attention == "xformers":
         unet.enable_xformers_memory_efficient_attention()
     if init_seed is not None:
         torch.manual_seed(init_seed)
-    unet.add_adapter(_lora_config(lora_rank, lora_alpha, target_modules))
+    unet.add_adapter(_lora_config(rank, alpha, target_modules))
     params = [p for p in unet.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()
     return params
 
 
+def add_adapter(unet: nn.Module, method: str, n_blocks: int = 4, target_modules=PROJECTIONS,
+                init_seed: int | None = None, lora_rank: int = 4, lora_alpha: float | None = None,
+                attention: str = "sdpa") -> list[nn.Parameter]:
+    """Freeze ``unet``, add the adapter, return its trainable parameters (always fp32)."""
+    if method == LORA:
+        return add_lora(unet, lora_rank, lora_alpha, target_modules, init_seed, attention)
+    config = EtherConfig(method=method, n_blocks=n_blocks, target_modules=tuple(target_modules), init_seed=init_seed)
+    return add_ether(unet, config, attention)
+
+
 def add_adapter_from_config(unet: nn.Module, cfg) -> list[nn.Parameter]:
-    """`add_adapter` with the adapter fields of a `TrainConfig`."""
-    return add_adapter(unet, cfg.method, cfg.n_blocks, cfg.target_modules, cfg.adapter_seed, cfg.lora_rank,
-                       cfg.lora_alpha, cfg.attention)
+    """`add_adapter` with a `TrainConfig`'s adapter group: its `EtherConfig` (already checked when the config was
+    built), or its LoRA fields."""
+    if cfg.method == LORA:
+        return add_lora(unet, cfg.lora_rank, cfg.lora_alpha, cfg.target_modules, cfg.adapter_seed, cfg.attention)
+    return add_ether(unet, cfg.ether_config(cfg.seed), cfg.attention)
 
 
 def save_adapter(unet: nn.Module, method: str, folder: str | os.PathLike) -> Path:

@@ -62,8 +62,8 @@ def resolve_shared_base_model(given: str | None, folders: Iterable[str | Path]) 
 
 
 def request_adapters(path: str | Path) -> list[str]:
-    """The adapter folders named in a requests file (JSON lines); lines that do not parse are left to the reader of
-    the requests (`ether_diffusion.training.requests`), which reports them."""
+    """The adapter folders named in a requests file (JSON lines), read leniently and without torch before the config
+    is complete; lines that do not parse are left to `ether_diffusion.dreambooth.requests`, which reports them."""
     path = Path(path)
     if not path.is_file():
         return []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..user_errors import debug_requested, exit_on_user_error
+from ..user_errors import ModelNotAvailableError, debug_requested, exit_on_user_error
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -19,7 +19,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ..data.images import ImageDataError
     from ..export import ExportError
     from ..io import AdapterMismatchError
-    from ..models.loading import ModelNotAvailableError
     from ..typed_config import ConfigError
     from .checkpoint import CheckpointError
 

@@ -2,22 +2,65 @@
 
 A script's config subclasses it and adds its data fields (see `DreamBoothConfig`). Flag names follow diffusers'
 example scripts (`--learning_rate`, `--train_batch_size`, ...) so their users find what they expect.
+
+The adapter's fields are one group, `AdapterOptions`, that `TrainConfig` extends: they stay flat flags and YAML keys
+(``--method``, ``--n_blocks``, ...), and building the config checks them as the adapter will use them, before any
+model loads: an ETHER-family method as an `EtherConfig` (so a typo in ``target_modules`` is one line at once), LoRA
+with its own checks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..names import METHODS, PROJECTIONS
 from ..typed_config import ConfigError, check_fields, option
 
-ADAPTER_METHODS = (*METHODS, "lora")
+if TYPE_CHECKING:
+    from ..config import EtherConfig
+
+LORA = "lora"
+ADAPTER_METHODS = (*METHODS, LORA)
 SD15_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
 @dataclass
-class TrainConfig:
+class AdapterOptions:
+    """The adapter a run trains: one of ether, ether_plus, oft, naive (an `EtherConfig`) or PEFT LoRA."""
+
+    method: Literal["ether", "ether_plus", "oft", "naive", "lora"] = option(
+        "ether", "adapter: " + ", ".join(ADAPTER_METHODS))
+    n_blocks: int = option(4, "diagonal blocks per transform (ether, ether_plus, oft, naive)")
+    target_modules: tuple[str, ...] = option(PROJECTIONS, "attention projections to adapt (suffix match)")
+    init_seed: int | None = option(None, "seed of the adapter's random init (ether / ether_plus); default: --seed")
+    lora_rank: int = option(4, "LoRA rank (method=lora)")
+    lora_alpha: float | None = option(None, "LoRA alpha; default: lora_rank (scale 1)")
+    attention: Literal["sdpa", "xformers"] = option("sdpa", "attention kernel: PyTorch SDPA, or xformers when installed")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("n_blocks", "lora_rank"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.method == LORA:
+            if any(not any(t.endswith(p) for p in PROJECTIONS) for t in self.target_modules):
+                raise ConfigError(f"target_modules {list(self.target_modules)} must end in one of {PROJECTIONS}")
+        elif self.method in METHODS:
+            self.ether_config()  # EtherConfig checks method, n_blocks and target_modules
+
+    def ether_config(self, seed: int | None = None) -> EtherConfig:
+        """The `EtherConfig` of an ETHER-family method; ``init_seed`` unless set is ``seed`` (the run's)."""
+        from ..config import EtherConfig  # torch: only once a config is built, so --help stays immediate
+
+        if self.method not in METHODS:
+            raise ConfigError(f"method {self.method!r} has no EtherConfig; the ETHER family is {', '.join(METHODS)}")
+        return EtherConfig(method=self.method, n_blocks=self.n_blocks, target_modules=self.target_modules,
+                           init_seed=self.init_seed if self.init_seed is not None else seed)
+
+
+@dataclass
+class TrainConfig(AdapterOptions):
     """Shared training options."""
 
     # ---- model
@@ -27,14 +70,6 @@ class TrainConfig:
     variant: str | None = option(None, "weights variant of the base model, e.g. 'fp16'")
     prediction_type: Literal["epsilon", "v_prediction"] | None = option(
         None, "training target; default: the base model's scheduler config (SD 1.5: epsilon, SD 2.x 768: v_prediction)")
-    # ---- adapter
-    method: Literal["ether", "ether_plus", "oft", "naive", "lora"] = option("ether", "adapter: " + ", ".join(ADAPTER_METHODS))
-    n_blocks: int = option(4, "diagonal blocks per transform (ether, ether_plus, oft, naive)")
-    target_modules: tuple[str, ...] = option(PROJECTIONS, "attention projections to adapt (suffix match)")
-    init_seed: int | None = option(None, "seed of the adapter's random init (ether / ether_plus); default: --seed")
-    lora_rank: int = option(4, "LoRA rank (method=lora)")
-    lora_alpha: float | None = option(None, "LoRA alpha; default: lora_rank (scale 1)")
-    attention: Literal["sdpa", "xformers"] = option("sdpa", "attention kernel: PyTorch SDPA, or xformers when installed")
     # ---- output and logging
     output_dir: str = option("runs/dreambooth", "where the adapter, config, checkpoints, logs and validation images go")
     logging_dir: str = option("logs", "tracker folder, relative to output_dir")
@@ -94,10 +129,9 @@ class TrainConfig:
                                                "flag or resume_from_checkpoint such a folder is refused)")
 
     def __post_init__(self) -> None:
-        check_fields(self)
-        positive = ("n_blocks", "lora_rank", "train_batch_size", "num_train_epochs", "gradient_accumulation_steps",
-                    "num_validation_images", "validation_steps", "validation_inference_steps", "checkpointing_steps",
-                    "logging_steps")
+        super().__post_init__()
+        positive = ("train_batch_size", "num_train_epochs", "gradient_accumulation_steps", "num_validation_images",
+                    "validation_steps", "validation_inference_steps", "checkpointing_steps", "logging_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -117,8 +151,6 @@ class TrainConfig:
         if self.overwrite_output_dir and self.resume_from_checkpoint is not None:
             raise ConfigError("pass either --resume_from_checkpoint (continue the run in output_dir) or "
                               "--overwrite_output_dir (replace it), not both")
-        if self.method == "lora" and any(not any(t.endswith(p) for p in PROJECTIONS) for t in self.target_modules):
-            raise ConfigError(f"target_modules {list(self.target_modules)} must end in one of {PROJECTIONS}")
 
     @property
     def adapter_seed(self) -> int | None:

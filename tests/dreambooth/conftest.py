@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "dreambooth"
+from ether_diffusion.assets import DREAMBOOTH_ROOT as ASSETS
+
 DOG = ASSETS / "dog"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,7 +45,7 @@ def class_dir(tmp_path_factory) -> Path:
 
 def tiny_config(out: Path, **overrides):
     """A 2-step DreamBooth config on the tiny model and the shipped dog."""
-    from ether_diffusion.training.dreambooth import DreamBoothConfig
+    from ether_diffusion.dreambooth.config import DreamBoothConfig
 
     values = dict(pretrained_model_name_or_path="tiny", instance_data_dir=str(DOG),
                   instance_prompt="a photo of qwe dog", output_dir=str(out), resolution=64, max_train_steps=2,

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from ether_diffusion.data.dreambooth import DreamBoothDataset, collate
-from ether_diffusion.training.dreambooth import train_dreambooth
+from ether_diffusion.dreambooth.train import train_dreambooth
 from ether_diffusion.typed_config import ConfigError
 
 from .conftest import DOG, smooth_image, tiny_config

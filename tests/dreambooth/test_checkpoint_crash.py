@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from ether_diffusion.training.checkpoint import is_complete, list_checkpoints, partial_checkpoints
-from ether_diffusion.training.dreambooth import train_dreambooth
+from ether_diffusion.dreambooth.train import train_dreambooth
 
 from .conftest import reset_accelerate, tiny_config
 

@@ -4,9 +4,10 @@ otherwise, and a line for each slow phase (loading, validation, checkpoint) plus
 from __future__ import annotations
 
 from ether_diffusion import names
-from ether_diffusion.training.dreambooth import train_dreambooth
+from ether_diffusion.dreambooth.config import shipped_config
+from ether_diffusion.dreambooth.train import train_dreambooth
 
-from .conftest import REPO, tiny_config
+from .conftest import tiny_config
 from .test_scripts import _script
 
 
@@ -27,7 +28,7 @@ def test_light_names_match_the_library():
 
 def test_tiny_brings_tiny_defaults_unless_a_flag_sets_them(capsys):
     mod = _script("train_dreambooth")
-    yaml = ["--config", str(REPO / "configs" / "dreambooth" / "ether.yaml")]
+    yaml = ["--config", str(shipped_config("ether"))]
     real = mod.parse_args(yaml)
     assert (real.resolution, real.num_class_images, real.max_train_steps) == (512, 200, 2005)
     capsys.readouterr()

@@ -6,11 +6,11 @@ import pytest
 
 from ether_diffusion.typed_config import ConfigError
 from ether_diffusion.typed_config import load_config, parse_config, save_config
-from ether_diffusion.training.dreambooth import DreamBoothConfig
-from ether_diffusion.training.generation import GenerateConfig
+from ether_diffusion.dreambooth.config import DreamBoothConfig, shipped_config
+from ether_diffusion.dreambooth.generate_config import GenerateConfig
 from ether_diffusion.training.options import ADAPTER_METHODS
 
-from .conftest import DOG, REPO
+from .conftest import DOG
 
 REQUIRED = ["--instance_data_dir", str(DOG), "--instance_prompt", "a photo of qwe dog"]
 
@@ -64,6 +64,24 @@ def test_checks_of_values():
         GenerateConfig(prompts=("a",), subject="dog")
 
 
+def test_adapter_fields_are_checked_as_the_adapter_when_the_config_is_built():
+    from ether_diffusion.config import EtherConfig
+
+    # a typo in target_modules: one line from the flags, before any model loads
+    with pytest.raises(ConfigError, match="target_modules entry 'to_qq' does not end in one of"):
+        parse_config(DreamBoothConfig, [*REQUIRED, "--target_modules", "to_q", "to_qq"])
+    with pytest.raises(ConfigError, match="n_blocks must be >= 1"):
+        DreamBoothConfig(instance_data_dir=str(DOG), instance_prompt="x", n_blocks=0)
+    with pytest.raises(ConfigError, match="must end in one of"):  # LoRA: its own check
+        DreamBoothConfig(instance_data_dir=str(DOG), instance_prompt="x", method="lora", target_modules=("to_qq",))
+    cfg = DreamBoothConfig(instance_data_dir=str(DOG), instance_prompt="x", method="ether_plus", n_blocks=8,
+                           target_modules=("attn2.to_k",), seed=5)
+    assert cfg.ether_config(cfg.seed) == EtherConfig("ether_plus", 8, ("attn2.to_k",), init_seed=5)
+    assert cfg.ether_config() == EtherConfig("ether_plus", 8, ("attn2.to_k",))  # for checking: no seed
+    with pytest.raises(ConfigError, match="has no EtherConfig"):
+        DreamBoothConfig(instance_data_dir=str(DOG), instance_prompt="x", method="lora").ether_config()
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = DreamBoothConfig(instance_data_dir=str(DOG), instance_prompt="a photo of qwe dog", lora_alpha=8,
                            target_modules=("attn2.to_k",), seed=3)
@@ -73,11 +91,11 @@ def test_resolved_config_round_trips(tmp_path):
 
 @pytest.mark.parametrize("method", ADAPTER_METHODS)
 def test_shipped_configs_load(method):
-    cfg = load_config(DreamBoothConfig, REPO / "configs" / "dreambooth" / f"{method}.yaml")
+    cfg = load_config(DreamBoothConfig, shipped_config(method))
     assert cfg.method == method
     assert cfg.with_prior_preservation and cfg.resolution == 512 and cfg.train_batch_size == 1
     # every value in the file carries a comment with its source
-    lines = [line for line in (REPO / "configs" / "dreambooth" / f"{method}.yaml").read_text().splitlines()
+    lines = [line for line in (shipped_config(method)).read_text().splitlines()
              if line and not line.startswith("#")]
     assert all("#" in line for line in lines), [line for line in lines if "#" not in line]
 

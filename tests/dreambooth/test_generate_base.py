@@ -10,8 +10,9 @@ import pytest
 from ether_diffusion import EtherConfig, apply_ether, save_ether
 from ether_diffusion.models.control import ControlEncoder, save_control_encoder
 from ether_diffusion.models.tiny import tiny_pipeline
-from ether_diffusion.training.dreambooth import CONFIG_FILE
-from ether_diffusion.training.generation import GenerateConfig, generate
+from ether_diffusion.dreambooth.config import CONFIG_FILE
+from ether_diffusion.dreambooth.generate import generate
+from ether_diffusion.dreambooth.generate_config import GenerateConfig
 from ether_diffusion.typed_config import ConfigError, save_config
 
 from .conftest import tiny_config

@@ -7,7 +7,7 @@ import pytest
 
 from ether_diffusion.outputs import OutputDirError
 from ether_diffusion.training.checkpoint import list_checkpoints
-from ether_diffusion.training.dreambooth import train_dreambooth
+from ether_diffusion.dreambooth.train import train_dreambooth
 from ether_diffusion.typed_config import ConfigError
 
 from .conftest import reset_accelerate, tiny_config

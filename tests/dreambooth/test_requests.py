@@ -7,9 +7,10 @@ import pytest
 from PIL import Image
 
 from ether_diffusion.typed_config import ConfigError
-from ether_diffusion.training.generation import GenerateConfig, generate
-from ether_diffusion.training.manifest import read_rows
-from ether_diffusion.training.requests import adapter_labels, read_requests
+from ether_diffusion.dreambooth.generate import generate
+from ether_diffusion.dreambooth.generate_config import GenerateConfig
+from ether_diffusion.manifest import read_rows
+from ether_diffusion.dreambooth.requests import adapter_labels, read_requests
 from tests.multi.test_mixed_batch import make_adapters
 
 COMMON = dict(pretrained_model_name_or_path="tiny", num_inference_steps=2, resolution=64, num_images_per_prompt=1,

@@ -11,7 +11,7 @@ from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
 from ether_diffusion.training.checkpoint import CheckpointError, list_checkpoints, resolve_checkpoint
-from ether_diffusion.training.dreambooth import train_dreambooth
+from ether_diffusion.dreambooth.train import train_dreambooth
 
 from .conftest import tiny_config
 

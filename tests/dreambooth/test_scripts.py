@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ether_diffusion.training.class_images import count_images, ensure_class_images
-from ether_diffusion.training.generation import GenerateConfig, generate
+from ether_diffusion.dreambooth.class_images import count_images, ensure_class_images
+from ether_diffusion.dreambooth.generate import generate
+from ether_diffusion.dreambooth.generate_config import GenerateConfig
 
 from .conftest import ASSETS, DOG, REPO, smooth_image
 
@@ -137,21 +138,23 @@ def test_bad_inputs_get_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_writes_a_report(tmp_path):
-    from ether_diffusion.training.demo import TINY_NOTICE, DemoConfig, run_demo
+    from ether_diffusion.dreambooth.demo import TINY_NOTICE, DemoConfig, run_demo
 
     cfg = DemoConfig(output_dir=str(tmp_path / "demo"), max_train_steps=2, num_images_per_prompt=1,
                      num_inference_steps=1, baseline=False)
     report = run_demo(cfg)
     text = report.read_text()
     assert TINY_NOTICE in text and "| ether | 25 |" in text and "real images" in text
-    assert (Path(cfg.output_dir) / "grid.png").is_file() and (Path(cfg.output_dir) / "eval" / "metrics.json").is_file()
+    assert "![grid](eval/grid.png)" in text  # the eval package's grid, beside its metrics
+    assert (Path(cfg.output_dir) / "eval" / "grid.png").is_file()
+    assert (Path(cfg.output_dir) / "eval" / "metrics.json").is_file()
 
 
 def test_local_model_folder_trains(tmp_path):
     """A diffusers folder on disk (how SD 1.5 is passed offline) loads and trains like a hub id."""
     from ether_diffusion.models.loading import load_pipeline
     from ether_diffusion.models.tiny import tiny_pipeline
-    from ether_diffusion.training.dreambooth import train_dreambooth
+    from ether_diffusion.dreambooth.train import train_dreambooth
 
     from .conftest import tiny_config
 

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from ether_diffusion.models.tiny import tiny_pipeline
 from ether_diffusion.training.adapters import add_adapter_from_config, load_adapter, merge_adapter, save_adapter
 from ether_diffusion.typed_config import load_config
-from ether_diffusion.training.dreambooth import CONFIG_FILE, DreamBoothConfig, train_dreambooth
+from ether_diffusion.dreambooth.config import CONFIG_FILE, DreamBoothConfig
+from ether_diffusion.dreambooth.train import train_dreambooth
 from ether_diffusion.training.loss import diffusion_target
 from ether_diffusion.training.options import ADAPTER_METHODS
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-DREAMBOOTH = ASSETS / "dreambooth"
+DREAMBOOTH = Path(__file__).resolve().parents[2] / "ether_diffusion" / "assets" / "dreambooth"  # package data
 ADE20K = ASSETS / "ade20k"
 
 

@@ -7,7 +7,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from safetensors.torch import load_file
 
 import ether_diffusion as ed
-from ether_diffusion.training.export_run import save_merged
+from ether_diffusion.dreambooth.export_run import save_merged
 
 from .helpers import ether_pipeline, peft_lora_pipeline, relative, unet_out
 

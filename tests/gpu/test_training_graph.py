@@ -28,7 +28,7 @@ def _weights(folder):
 
 
 def _dreambooth(out, **kw):
-    from ether_diffusion.training.dreambooth import train_dreambooth
+    from ether_diffusion.dreambooth.train import train_dreambooth
 
     reset_accelerate()
     settings = dict(max_train_steps=8, random_flip=True, mixed_precision="bf16", lr_scheduler="linear",

@@ -105,6 +105,8 @@ def test_bad_input_one_line_each(tmp_path, ade_copy, capsys):
     err = _cli(train, base + ["--prompt", "", "--config", str(typo)], capsys)
     assert "unknown config key 'learning_rat' in" in err and "did you mean 'learning_rate'?" in err
     assert "method='dora' is not allowed" in _cli(train, base + ["--prompt", "", "--method", "dora"], capsys)
+    err = _cli(train, base + ["--prompt", "", "--target_modules", "attn1.to_qq"], capsys)  # the adapter's EtherConfig
+    assert "target_modules entry 'attn1.to_qq' does not end in one of" in err
     other = tmp_path / "captions.json"
     other.write_text(json.dumps({"ADE_train_00000001": "an airport"}))
     err = _cli(train, base + ["--train_split", "validation", "--captions", str(other)], capsys)

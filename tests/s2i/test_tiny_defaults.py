@@ -4,7 +4,7 @@ sets them; sampling a model trained on ``tiny`` does the same through its train_
 from __future__ import annotations
 
 from ether_diffusion.names import TINY_RESOLUTION
-from ether_diffusion.training.tiny_defaults import TINY_S2I
+from ether_diffusion.s2i.config import TINY_S2I
 
 from .conftest import ADE20K, CAPTIONS, REPO
 from .test_scripts import _script

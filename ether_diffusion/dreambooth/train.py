@@ -1,4 +1,5 @@
-"""DreamBooth subject training with any adapter of `ADAPTER_METHODS`: `DreamBoothConfig` and `train_dreambooth(cfg)`.
+"""`train_dreambooth(cfg)`: DreamBooth subject training with any adapter of `ADAPTER_METHODS` (options:
+`DreamBoothConfig`, config.py).
 
 The base UNet, VAE and text encoder stay frozen (fp16/bf16 under mixed precision); only the adapter trains (fp32).
 The instance and class prompts are fixed, so their text embeddings are computed once; with deterministic crops the
@@ -15,20 +16,19 @@ import torch
 from ..data.dreambooth import DreamBoothDataset, collate
 from ..data.images import SkippedImageWarning, scan_images
 from ..models.loading import load_pipeline
-from .accelerator import build_accelerator, weight_dtype
-from .adapters import add_adapter_from_config, save_adapter
-from .class_images import ensure_class_images
-from .loop import train_loop
-from .latent_cache import RowTable, encode_rows, want_cache
-from .loss import denoising_loss, draw_noise, encode_latents, encode_prompts
 from ..outputs import check_writable
-from .optim import build_optimizer
-from .dreambooth_config import ADAPTER_DIR, CONFIG_FILE, DreamBoothConfig
-from .run_folder import check_run_folder, start_run_folder
-from .setup import (finish_training, freeze_base, loader_workers, prepare_training, training_noise_scheduler,
-                    use_cuda_graph)
-from .validation import run_validation
-
+from ..training.accelerator import build_accelerator, weight_dtype
+from ..training.adapters import add_adapter_from_config, save_adapter
+from ..training.latent_cache import RowTable, encode_rows, want_cache
+from ..training.loop import train_loop
+from ..training.loss import denoising_loss, draw_noise, encode_latents, encode_prompts
+from ..training.optim import build_optimizer
+from ..training.run_folder import check_run_folder, start_run_folder
+from ..training.setup import (finish_training, freeze_base, loader_workers, prepare_training,
+                              training_noise_scheduler, use_cuda_graph)
+from ..training.validation import run_validation
+from .class_images import ensure_class_images
+from .config import ADAPTER_DIR, CONFIG_FILE, DreamBoothConfig
 
 
 def train_dreambooth(cfg: DreamBoothConfig, on_step=None) -> dict:

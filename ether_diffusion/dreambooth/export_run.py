@@ -1,4 +1,5 @@
-"""export.py's work: an adapter folder -> one LoRA file (`ether_diffusion.export`) or a merged pipeline folder.
+"""export.py's work: an adapter folder (train_dreambooth's) -> one LoRA file (`ether_diffusion.export`) or a merged
+pipeline folder.
 
 Everything that can be checked before a model loads is (the output path, the adapter folder, a missing rank). The
 base model is the one given, else the one the adapter's ``train_config.yaml`` records (`base_model`). A merged
@@ -17,8 +18,8 @@ from ..export import export_lora, export_peft_lora, read_lora_metadata
 from ..models.loading import load_pipeline
 from ..outputs import OutputDirError, check_writable
 from ..typed_config import ConfigError
-from .adapters import LORA, adapter_kind, load_adapter, merge_adapter
-from .base_model import refuse_s2i_folder, resolve_base_model
+from ..training.adapters import LORA, adapter_kind, load_adapter, merge_adapter
+from ..training.base_model import refuse_s2i_folder, resolve_base_model
 from .export_config import LORA_TARGETS, MERGED, ExportConfig
 
 PIPELINE_INDEX = "model_index.json"

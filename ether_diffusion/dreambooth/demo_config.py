@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
+from ..assets import DREAMBOOTH_ROOT
 from ..names import TINY_ID
 from ..typed_config import check_fields, option
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -16,10 +14,11 @@ class DemoConfig:
     """Train an adapter on one DreamBooth subject, sample its 25 evaluation prompts, score them, write a report."""
 
     pretrained_model_name_or_path: str = option(TINY_ID, "base model: 'tiny' (CPU smoke run), a hub id or a local folder")
-    method: str = option("ether", "ether, ether_plus, oft, naive or lora (uses configs/dreambooth/<method>.yaml)")
-    train_config: str | None = option(None, "training YAML; default configs/dreambooth/<method>.yaml")
-    dreambooth_root: str = option(str(REPO / "tests" / "assets" / "dreambooth"),
-                              "DreamBooth dataset root (one folder per subject, prompts_and_classes.txt)")
+    method: str = option("ether", "ether, ether_plus, oft, naive or lora (trained with the shipped "
+                                  "ether_diffusion/dreambooth/configs/<method>.yaml)")
+    train_config: str | None = option(None, "training YAML; default: the shipped configs/<method>.yaml")
+    dreambooth_root: str = option(str(DREAMBOOTH_ROOT), "DreamBooth dataset root (one folder per subject, "
+                                                        "prompts_and_classes.txt); default: the shipped dog subject")
     subject: str = option("dog", "subject folder under dreambooth_root")
     unique_token: str = option("qwe", "rare identifier (OFT's released scripts use 'qwe')")
     output_dir: str = option("demo_out", "everything goes here; REPORT.md is the page to open (a rerun continues "

@@ -1,14 +1,28 @@
-"""`DreamBoothConfig`: the options of train_dreambooth.py (light: no torch, so ``--help`` is immediate)."""
+"""`DreamBoothConfig`: the options of train_dreambooth.py (light: no torch, so ``--help`` is immediate), the sizes
+it takes on the ``tiny`` model, and the shipped per-method configs (``configs/<method>.yaml``, package data)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from ..names import TINY_RESOLUTION
+from ..training.options import TrainConfig
 from ..typed_config import ConfigError, option
-from .options import TrainConfig
 
 ADAPTER_DIR = "adapter"
 CONFIG_FILE = "train_config.yaml"
+CONFIGS = Path(__file__).resolve().parent / "configs"  # the paper's comparison, one YAML per method
+TINY_DREAMBOOTH: dict[str, Any] = dict(
+    resolution=TINY_RESOLUTION, num_class_images=4, sample_batch_size=4, class_inference_steps=2, max_train_steps=20,
+    num_validation_images=2, validation_inference_steps=4, validation_steps=10, checkpointing_steps=10,
+    mixed_precision="no")
+
+
+def shipped_config(method: str) -> Path:
+    """``configs/<method>.yaml``: the paper's DreamBooth hyperparameters for ``method``."""
+    return CONFIGS / f"{method}.yaml"
 
 
 @dataclass

@@ -1,17 +1,18 @@
-"""`GenerateConfig`: the options of generate.py (light: no torch, so ``--help`` is immediate)."""
+"""`GenerateConfig`: the options of generate.py (light: no torch, so ``--help`` is immediate), and the sizes it takes
+on the ``tiny`` model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from ..assets import DREAMBOOTH_PROMPTS_FILE
 from ..names import PROMPTS_FILE
+from ..training.options import SD15_ID
 from ..typed_config import ConfigError, check_fields, option
-from .options import SD15_ID
 
-REPO_PROMPTS_FILE = Path(__file__).resolve().parents[2] / "tests" / "assets" / "dreambooth" / PROMPTS_FILE
 BASE = "base"
+TINY_GENERATE: dict[str, Any] = dict(num_inference_steps=4, num_images_per_prompt=1, batch_size=25)
 
 
 @dataclass
@@ -29,12 +30,13 @@ class GenerateConfig:
     prompts_file: str | None = option(None, "text file, one prompt per line")
     subject: str | None = option(None, "DreamBooth subject (folder name): sample its 25 evaluation prompts")
     requests_file: str | None = option(None, "JSONL, one {prompt, adapter[, seed, subject, ...]} per line: batches mix "
-                                         "adapters, one per sample (see ether_diffusion/training/requests.py)")
-    prompts_and_classes: str = option(str(REPO_PROMPTS_FILE), f"DreamBooth's {PROMPTS_FILE}")
+                                         "adapters, one per sample (see ether_diffusion/dreambooth/requests.py)")
+    prompts_and_classes: str = option(str(DREAMBOOTH_PROMPTS_FILE),
+                                      f"DreamBooth's {PROMPTS_FILE}; default: the copy shipped with the package")
     unique_token: str = option("sks", "the rare identifier of the subject in the prompts")
     class_token: str | None = option(None, "class noun of the subject; default: from prompts_and_classes")
     num_images_per_prompt: int = option(4, "images per prompt")
-    seed: int = option(0, "base seed (see the module docstring)")
+    seed: int = option(0, "base seed: image j of prompt i uses seed + i * num_images_per_prompt + j")
     batch_size: int = option(4, "images per pipeline call")
     num_inference_steps: int = option(50, "sampler steps")
     guidance_scale: float = option(7.5, "classifier-free guidance scale")

@@ -1,24 +1,26 @@
 """The one-command demo: train -> generate -> evaluate -> report, on ``tiny`` (CPU, minutes) or on a real model.
 
 With ``tiny`` the base model is random, so the images are noise and the metrics only prove the loop runs; the
-report says so. With a real model (e.g. SD 1.5) the training values come unchanged from
-``configs/dreambooth/<method>.yaml`` and the evaluation uses the real DINO / CLIP / LPIPS weights.
+report says so. With a real model (e.g. SD 1.5) the training values come unchanged from the shipped
+``configs/<method>.yaml`` and the evaluation uses the real DINO / CLIP / LPIPS weights. The eval package scores the
+samples and draws the grid (``eval/``); ``REPORT.md`` puts the run, the grid and the means table on one page.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from eval.report import dreambooth_means_table
 
-from ..data.images import load_rgb, resize_and_crop, scan_images
-from ..names import TINY_RESOLUTION
+from ..data.dreambooth import read_prompts_file
+from ..names import PROMPTS_FILE, TINY_RESOLUTION
 from ..typed_config import ConfigError, load_config
-from .demo_config import REPO, DemoConfig
-from .dreambooth import DreamBoothConfig, train_dreambooth
-from .eval_run import run_eval
-from .generation import BASE, GenerateConfig, generate
+from .config import CONFIGS, DreamBoothConfig, shipped_config
+from .demo_config import DemoConfig
+from .evaluate import evaluate_samples
+from .generate import generate
+from .generate_config import BASE, GenerateConfig
+from .train import train_dreambooth
 
 TINY_NOTICE = ("**The `tiny` model is untrained (random weights): its images are noise and every number below is a "
                "smoke test of the train -> generate -> evaluate loop, not a result.** Run the same command with "
@@ -27,9 +29,11 @@ TINY_NOTICE = ("**The `tiny` model is untrained (random weights): its images are
 
 
 def _train_config(cfg: DemoConfig, class_token: str) -> DreamBoothConfig:
-    path = Path(cfg.train_config or REPO / "configs" / "dreambooth" / f"{cfg.method}.yaml")
+    path = Path(cfg.train_config) if cfg.train_config else shipped_config(cfg.method)
     if not path.is_file():
-        raise ConfigError(f"no training config {path}; pass --train_config or a --method with a file in configs/")
+        shipped = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+        raise ConfigError(f"no training config {path}; pass --train_config with a YAML file, or a --method with a "
+                          f"shipped config ({shipped})")
     out = Path(cfg.output_dir)
     overrides = dict(
         pretrained_model_name_or_path=cfg.pretrained_model_name_or_path, method=cfg.method,
@@ -46,39 +50,9 @@ def _train_config(cfg: DemoConfig, class_token: str) -> DreamBoothConfig:
     return load_config(DreamBoothConfig, path, **overrides)
 
 
-def _labelled_row(label: str, images: list[Image.Image], size: int) -> Image.Image:
-    row = Image.new("RGB", (160 + size * len(images), size), "white")
-    ImageDraw.Draw(row).text((6, size // 2 - 6), label, fill="black")
-    for i, im in enumerate(images):
-        row.paste(im.convert("RGB").resize((size, size)), (160 + i * size, 0))
-    return row
-
-
-def write_grid(real: list[Path], manifest: Path, path: Path, per_row: int = 6, size: int = 128) -> Path:
-    """Real images, then one row per method: image 0 of the first ``per_row`` prompts."""
-    rows = [_labelled_row("real", [resize_and_crop(load_rgb(p), size) for p in real[:per_row]], size)]
-    entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    for method in dict.fromkeys(e["method"] for e in entries):
-        firsts = [e for e in entries if e["method"] == method and e["path"].endswith("_00.png")][:per_row]
-        rows.append(_labelled_row(method, [Image.open(manifest.parent / e["path"]) for e in firsts], size))
-    grid = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
-    for k, r in enumerate(rows):
-        grid.paste(r, (0, k * size))
-    grid.save(path)
-    return path
-
-
-def write_report(cfg: DemoConfig, train_cfg: DreamBoothConfig, result: dict, metrics: dict, grid: Path) -> Path:
+def write_report(cfg: DemoConfig, train_cfg: DreamBoothConfig, result: dict, metrics: dict) -> Path:
+    """``REPORT.md``: what ran, the eval package's grid (``eval/grid.png``) and its means table."""
     out = Path(cfg.output_dir)
-    keys = ["dino", "clip_i", "clip_t", "lpips", "lpips_diversity"]
-    fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731  (None: no pairs, e.g. one image per prompt)
-    table = ["| method | images | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
-    for method, r in metrics["results"].items():
-        table.append(f"| {method} | {r['n_images']} | "
-                     + " | ".join(fmt(r["means"].get(k)) for k in keys) + " |")
-    if metrics.get("real_images"):
-        real = metrics["real_images"]["means"]
-        table.append("| real images | – | " + " | ".join(fmt(real.get(k)) for k in keys) + " |")
     lines = ["# ether-diffusion demo", ""]
     if cfg.tiny:
         lines += ["> " + TINY_NOTICE, ""]
@@ -89,10 +63,11 @@ def write_report(cfg: DemoConfig, train_cfg: DreamBoothConfig, result: dict, met
               f"lr {train_cfg.learning_rate:g}, prior preservation: {train_cfg.with_prior_preservation}",
               f"- subject: `{cfg.subject}` ({train_cfg.instance_prompt!r}); adapter saved in "
               f"`{Path(result['adapter_dir']).relative_to(out)}`",
-              "", "## Samples", "", f"![grid]({grid.name})", "",
-              "First image of the first prompts of the evaluation set, per method; top row: the real photos.", "",
+              "", "## Samples", "", "![grid](eval/grid.png)", "",
+              "The real photos of the subject, then the first images of each method.", "",
               "## Metrics (DreamBooth protocol: DINO, CLIP-I, CLIP-T up; LPIPS = distance to the real images)", "",
-              *table, "", "Full tables per prompt: `eval/report.md`; every number: `eval/metrics.json`.", ""]
+              *dreambooth_means_table(metrics), "",
+              "Full tables per prompt: `eval/report.md`; every number: `eval/metrics.json`.", ""]
     path = out / "REPORT.md"
     path.write_text("\n".join(lines))
     return path
@@ -100,8 +75,6 @@ def write_report(cfg: DemoConfig, train_cfg: DreamBoothConfig, result: dict, met
 
 def run_demo(cfg: DemoConfig) -> Path:
     """Run the whole loop; returns the path of REPORT.md."""
-    from ..data.dreambooth import PROMPTS_FILE, read_prompts_file
-
     out = Path(cfg.output_dir)
     prompts_file = Path(cfg.dreambooth_root) / PROMPTS_FILE
     classes, _, _ = read_prompts_file(prompts_file)
@@ -122,15 +95,9 @@ def run_demo(cfg: DemoConfig) -> Path:
         generate(GenerateConfig(method_name=BASE, **gen))
 
     print("[3/4] evaluating", flush=True)
-    command = ["dreambooth", "--generated", str(manifest.parent),
-               "--real", cfg.dreambooth_root, "--out", str(out / "eval"), "--clip-t-remove", cfg.unique_token]
-    if cfg.tiny:  # random encoders; LPIPS at 64 px like the images
-        command += ["--random-init", "--lpips-size", str(TINY_RESOLUTION)]
-    run_eval(command)
-    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    metrics = evaluate_samples(manifest.parent, cfg.dreambooth_root, out / "eval", cfg.unique_token, tiny=cfg.tiny)
 
     print("[4/4] writing the report", flush=True)
-    grid = write_grid(scan_images(train_cfg.instance_data_dir, "instance"), manifest, out / "grid.png")
-    report = write_report(cfg, train_cfg, result, metrics, grid)
+    report = write_report(cfg, train_cfg, result, metrics)
     print(f"done: open {report}")
     return report

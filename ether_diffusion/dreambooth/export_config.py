@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..typed_config import ConfigError, check_fields, option
-from .options import SD15_ID
+from ..training.options import SD15_ID
 
 MERGED = "merged"
 LORA_TARGETS = {"lora-diffusers": "diffusers", "lora-kohya": "kohya"}  # --to -> ether_diffusion.export format

@@ -1,11 +1,12 @@
 """Sample images from a base model with one adapter (or none) for a prompt list, and write ``manifest.jsonl``.
 
-Prompts: the user's (``prompts`` / ``prompts_file``) or the 25 DreamBooth evaluation prompts of a ``subject``; or a
-``requests_file`` of (prompt, adapter) rows (``requests.py``): every adapter is loaded under its own name and each
-batch mixes adapters, one per sample (``ether_diffusion.multi``), unmerged.
+Prompts: the user's (``prompts`` / ``prompts_file``) or the 25 DreamBooth evaluation prompts of a ``subject`` (from
+``prompts_and_classes``, by default the copy shipped in `ether_diffusion.assets`); or a ``requests_file`` of
+(prompt, adapter) rows (``requests.py``): every adapter is loaded under its own name and each batch mixes adapters,
+one per sample (``ether_diffusion.multi``), unmerged.
 Image ``j`` of prompt ``i`` uses seed ``seed + i * num_images_per_prompt + j`` with a CPU generator, so it is the
-same image whatever the batch size, the number of processes or the GPU. Batches are split across the processes of
-``accelerate launch``; every process knows all rows, so the main process writes the manifest.
+same image whatever the batch size, the number of processes or the GPU; batches are split across the processes of
+``accelerate launch`` (`ether_diffusion.sampling.render_rows`).
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from tqdm.auto import tqdm
 
 from ..data.dreambooth import eval_prompts
 from ..io import load_ether
 from ..models.loading import load_pipeline
 from ..multi import NONE
 from ..outputs import check_writable
+from ..sampling import pipeline_dtype, render_rows, set_scheduler
+from ..training.adapters import LORA, adapter_kind, load_adapter, merge_adapter
+from ..training.base_model import refuse_s2i_folder, request_adapters, resolve_shared_base_model
 from ..typed_config import ConfigError
-from .adapters import LORA, adapter_kind, load_adapter, merge_adapter
-from .base_model import refuse_s2i_folder, request_adapters, resolve_shared_base_model
-from .manifest import write_manifest
-from .generate_config import BASE, REPO_PROMPTS_FILE, GenerateConfig  # noqa: F401  (re-exported)
+from .generate_config import BASE, GenerateConfig
 from .requests import adapter_labels, read_requests
+
 
 def prompt_list(cfg: GenerateConfig) -> tuple[list[str], dict]:
     """(prompts, extra manifest keys shared by all rows)."""
@@ -47,26 +48,13 @@ def prompt_list(cfg: GenerateConfig) -> tuple[list[str], dict]:
     return list(cfg.prompts), {}
 
 
-def set_scheduler(pipe, name: str) -> None:
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
-
-    kinds = {"ddim": DDIMScheduler, "dpm_solver": DPMSolverMultistepScheduler, "euler": EulerDiscreteScheduler}
-    if name != "default":
-        pipe.scheduler = kinds[name].from_config(pipe.scheduler.config)
-
-
-def pipeline_dtype(cfg: GenerateConfig, device: torch.device) -> torch.dtype:
-    precision = cfg.mixed_precision or ("fp16" if device.type == "cuda" else "no")
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
-
-
 def build_pipeline(cfg: GenerateConfig, device: torch.device):
     """(pipeline on ``device``, method label)."""
     if PartialState().is_main_process:
         print(f"loading base model {cfg.pretrained_model_name_or_path!r}"
               + (f" and adapter {cfg.adapter}" if cfg.adapter else ""), flush=True)
-    pipe = load_pipeline(cfg.pretrained_model_name_or_path, torch_dtype=pipeline_dtype(cfg, device), revision=cfg.revision,
-                         variant=cfg.variant)
+    pipe = load_pipeline(cfg.pretrained_model_name_or_path, torch_dtype=pipeline_dtype(cfg.mixed_precision, device),
+                         revision=cfg.revision, variant=cfg.variant)
     method = BASE
     if cfg.adapter is not None:
         method = load_adapter(pipe.unet, cfg.adapter)
@@ -157,25 +145,3 @@ def generate_requests(cfg: GenerateConfig, state: PartialState) -> Path:
     render = renderer(pipe, cfg, size, per_sample_adapters=bool(folders))
     return render_rows(state, rows, out=Path(cfg.output_dir), batch_size=cfg.batch_size,
                        skip_existing=cfg.skip_existing, desc="generate mixed", render=render)
-
-
-def render_rows(state: PartialState, rows: list[dict], out: Path, batch_size: int, skip_existing: bool, desc: str,
-                render: Callable[[list[dict]], list]) -> Path:
-    """Render the manifest ``rows`` (``render(batch) -> PIL images``) in batches split across the processes, save
-    each to ``out / row["path"]`` (keeping those already there with ``skip_existing``), write the manifest."""
-    todo = [r for r in rows if not (skip_existing and (out / r["path"]).is_file())]
-    batches = [todo[k: k + batch_size] for k in range(0, len(todo), batch_size)]
-    if state.is_main_process:
-        for folder in {(out / r["path"]).parent for r in rows}:
-            folder.mkdir(parents=True, exist_ok=True)
-    state.wait_for_everyone()
-    with state.split_between_processes(batches) as mine:
-        for batch in tqdm(mine, desc=desc, unit="batch", disable=not state.is_local_main_process):
-            for r, im in zip(batch, render(batch)):
-                im.save(out / r["path"])
-    state.wait_for_everyone()
-    manifest = out / "manifest.jsonl"
-    if state.is_main_process:
-        manifest = write_manifest(out, rows)
-    state.wait_for_everyone()
-    return manifest
