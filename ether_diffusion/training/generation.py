@@ -2,7 +2,7 @@
 
 Prompts: the user's (``prompts`` / ``prompts_file``) or the 25 DreamBooth evaluation prompts of a ``subject``; or a
 ``requests_file`` of (prompt, adapter) rows (``requests.py``): every adapter is loaded under its own name and each
-batch mixes adapters, one per sample (``ether_diffusion.multi``), unmerged.
+batch mixes adapters, one per sample (``ether_diffusion.layer``), unmerged.
 Image ``j`` of prompt ``i`` uses seed ``seed + i * num_images_per_prompt + j`` with a CPU generator, so it is the
 same image whatever the batch size, the number of processes or the GPU. Batches are split across the processes of
 ``accelerate launch``; every process knows all rows, so the main process writes the manifest.
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..data.dreambooth import eval_prompts
 from ..io import load_ether
 from ..models.loading import load_pipeline
-from ..multi import NONE
+from ..assignment import NONE
 from ..outputs import check_writable
 from ..typed_config import ConfigError
 from .adapters import LORA, adapter_kind, load_adapter, merge_adapter
