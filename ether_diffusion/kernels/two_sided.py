@@ -21,8 +21,8 @@ import triton
 
 from .layout import Layout, finish, pow2_dividing, work_table
 from .triton_reflect import EPS
-from .twosided_kernels import (NCOL, two_sided_backward_kernel, two_sided_backward_rows_kernel, two_sided_fold_kernel,
-                               two_sided_reduce_kernel)
+from .two_sided_kernels import (NCOL, two_sided_backward_kernel, two_sided_backward_rows_kernel, two_sided_fold_kernel,
+                                two_sided_reduce_kernel)
 
 
 def chunk_rows(B: int) -> int:

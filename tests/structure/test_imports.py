@@ -89,6 +89,13 @@ def test_no_import_cycles():
     assert cycles(graph) == []
 
 
+def test_every_import_of_the_package_names_one_of_its_modules():
+    mods = package_modules()
+    missing = [f"{mod}: {target}" for mod, path in mods.items() for node, target, _ in imports(mod, path, mods)
+               if (getattr(node, "level", 0) or target.split(".")[0] == "ether_diffusion") and target not in mods]
+    assert missing == []
+
+
 def kernels_imports_outside(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     """kernels module -> the modules of the package outside kernels/ it imports, beyond ``KERNELS_MAY_IMPORT``."""
     inside = lambda m: m == KERNELS or m.startswith(KERNELS + ".")  # noqa: E731
