@@ -1,6 +1,6 @@
 """How an adapted projection calls its module: the module itself (``attn.to_q``, ...), whatever wraps or hooks it.
 
-A bare ``nn.Linear`` (``is_plain``) may be replaced by its folded weight in the step fold; anything else (a PEFT LoRA
+A bare ``nn.Linear`` (``is_plain``) may be replaced by its weight in a fast path (``kernels``); anything else (a PEFT LoRA
 layer, an accelerate offload hook, a forward hook) is called as a module, so what it adds keeps working.
 """
 

@@ -1,18 +1,18 @@
 """Triton fast paths for ETHER / ETHER+ projections: a leaf of the package (it imports nothing of ether_diffusion).
 
-| module                                   | what it holds                                                            |
-| ---------------------------------------- | ------------------------------------------------------------------------ |
-| ``device``                               | where the Triton forms run, the compute dtype, each method's map signs   |
-| ``step_fold``                            | ``StepFold``: every layer of a model folded at once, once per forward    |
-| ``step_fold_ops``                        | that fold for autograd, eager and as custom ops, and its one plan cache  |
-| ``layout``                               | the work tables and flat layouts both plans share                        |
-| ``one_sided`` / ``two_sided``            | the plans of ETHER (W H) and of ETHER+ (H̃ W H)                           |
-| ``one_sided_kernels`` / ``two_sided_kernels`` / ``triton_reflect`` | the Triton kernels                             |
-| ``act_form``                             | ``act_linear``: the per-layer fallback, the maps on the activations      |
+    device              where the Triton forms run, the compute dtype, each method's map signs (``SIGNS``)
+    step_fold           ``StepFold``: every adapted layer of a model folded at once, once per forward (the fast path)
+    step_fold_ops       that fold for autograd: eagerly, and as custom ops under torch.compile; its one plan cache
+    layout              the work tables and flat layouts both plans share
+    one_sided           the plan of ETHER (W H)
+    two_sided           the plan of ETHER+ (H̃ W H), never forming W H
+    one_sided_kernels   the Triton kernels of the one-sided plan, and the finishing kernel both plans share
+    two_sided_kernels   the Triton kernels of the two-sided plan
+    triton_reflect      the Triton kernels of the map on the rows of a tensor (activations or weights)
+    act_form            ``act_linear``: the per-layer fallback, the maps on the activations
 
-The fast path is the step fold; the fallback, for a projection the step fold does not serve, is ``act_linear``
-(the processor chooses: ``layer.per_layer_linear``). Triton is imported only when a Triton form runs:
-``act_linear`` is loaded on first use.
+The processor picks the form of each projection (``layer.per_layer_linear`` and the table in ``layer``). Triton is
+imported only when a Triton form runs: ``act_linear`` is loaded on first use, the plans when a model first folds.
 """
 
 from __future__ import annotations
