@@ -1,12 +1,12 @@
-"""One adapted projection, forward + backward, in every form, for each SD 1.5 attention shape (GPU).
+"""One adapted projection, forward + backward, in each per-layer form, for each SD 1.5 attention shape (GPU).
 
     python benchmarks/layer_forms.py            # prints a table; --out writes JSON
 
 Rows: the distinct (tokens, in, out) shapes of SD 1.5's attention projections at 64x64 latents; ``count`` is how many
 layers of the UNet have that shape. Columns: the frozen layer alone (grad to x only: the floor's share), and each
-form of ``kernels.adapted_linear`` for ether and ether_plus, as extra microseconds over the frozen layer. The last
-line weights by ``count``: the predicted extra time per training step. This is the data behind
-``kernels.choose_form``.
+per-layer form of ``layer.per_layer_linear`` (``torch``: the PyTorch reference; ``act``: the Triton fallback) for
+ether and ether_plus, as extra microseconds over the frozen layer. The last line weights by ``count``: the predicted
+extra time per training step of a model the step fold does not serve.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import torch
 import triton.testing
 
 from ether_diffusion import functional as Fn
-from ether_diffusion import kernels
+from ether_diffusion.layer import per_layer_linear
 
 # (spatial tokens, channels, layers with tokens x C -> C, layers with 77 x 768 -> C)
 SD15 = [(4096, 320, 30, 10), (1024, 640, 30, 10), (256, 1280, 30, 10), (64, 1280, 6, 2)]
-FORMS = ["torch", "torch_fold", "act", "fold"]
+FORMS = ["torch", "act"]
 
 
 def parse_args(argv=None):
@@ -54,7 +54,7 @@ def time_layer(M, d, f, method, impl, n, dev="cuda"):
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            y = kernels.adapted_linear(x, w, b, method, p_in, p_out, impl=impl)
+            y = per_layer_linear(x, w, b, method, p_in, p_out, impl=impl)
         y.backward(dy)
     return bench(step)
 

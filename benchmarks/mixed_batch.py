@@ -73,7 +73,7 @@ def main(args) -> dict:
     cfg = ed.EtherConfig(args.method, args.n_blocks)
     names = [f"subject{i}" for i in range(args.subjects)]
     ed.apply_ether(unet, cfg)
-    state = ed.patch.get_state(unet)
+    state = ed.state.get_state(unet)
     for i, name in enumerate(names):  # every subject its own random adapter
         for proc in state.processors.values():
             proc.add_adapter(name, torch.Generator().manual_seed(i))

@@ -34,7 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--methods", nargs="+", default=["floor", "ether:4", "ether_plus:4", "peft_lora"])
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="torch.compile each model (as train_step.py --mode compile)")
-    p.add_argument("--match", nargs="+", default=["gmap", "gfinish", "tile_", "reflect", "unit_backward"])
+    p.add_argument("--match", nargs="+",
+                   default=["one_sided_", "two_sided_", "finish_kernel", "reflect", "unit_backward"])
     p.add_argument("--top", type=int, default=0,
                    help="also list the K rows whose GPU time, and the K whose host time, per step grew most against "
                         "the first method")

@@ -9,8 +9,8 @@ import time
 
 import torch
 
-from ether_diffusion.kernels import twosided
-from ether_diffusion.kernels.plans import make_plan
+from ether_diffusion.kernels import two_sided
+from ether_diffusion.kernels.step_fold_ops import make_plan
 
 dev = "cuda"
 shapes = []  # SD 1.5's attention projections (f, d): per transformer block q, k, v, out of attn1, q of attn2, ...
@@ -68,14 +68,14 @@ def main() -> None:
     torch.manual_seed(0)
     weights[:] = [torch.randn(f, d, device=dev, dtype=torch.bfloat16) / d**0.5 for f, d in shapes]
     print("ether_plus n=4: tile elems, warps, chunk rows -> fold ms, backward ms (compile s)", flush=True)
-    default_chunk = twosided._chunk_rows
+    default_chunk = two_sided.chunk_rows
     for R in (64, 32, 128):
-        twosided._chunk_rows = lambda B, R=R: -(-B // max(1, round(B / R)))
+        two_sided.chunk_rows = lambda B, R=R: -(-B // max(1, round(B / R)))
         configs = [(E, w) for E in (1024, 2048, 4096) for w in (4, 8)] if R == 64 else [(2048, 4), (4096, 8)]
         for E, w in configs:
             f, b, c = bench("ether_plus", 4, -1.0, 1.0, set_tiles(E, w))
             print(f"  E={E:5d} warps={w} R={R:3d}: fold {f:.3f}  backward {b:.3f}  ({c:.1f} s)", flush=True)
-    twosided._chunk_rows = default_chunk
+    two_sided.chunk_rows = default_chunk
     for n in (1, 16):
         f, b, c = bench("ether_plus", n, -1.0, 1.0, lambda p: None)
         print(f"  default n={n}: fold {f:.3f}  backward {b:.3f}", flush=True)

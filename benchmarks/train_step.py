@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 import ether_diffusion as ed
-from ether_diffusion import kernels
+from ether_diffusion.layer import IMPLS
 from ether_diffusion.models.unet_configs import SD15_UNET, TINY_UNET, build_unet
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -50,8 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--mode", choices=["eager", "compile", "graph"], default="eager")
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
                    help="floor | floor+fused_qkv (the frozen model after diffusers' fuse_qkv_projections) | "
-                        "METHOD:N_BLOCKS[@IMPL][/separate] (ours; IMPL one of kernels.IMPLS; /separate: no "
-                        "shared-input GEMM) | peft_lora | peft_oft | peft_hra")
+                        f"METHOD:N_BLOCKS[@IMPL] (ours; IMPL one of {', '.join(IMPLS)}) | peft_lora | peft_oft | "
+                        "peft_hra")
     p.add_argument("--steps", type=int, default=10, help="timed steps per block")
     p.add_argument("--repeats", type=int, default=3, help="interleaved blocks per method")
     p.add_argument("--warmup", type=int, default=3)
@@ -85,16 +85,10 @@ def add_method(unet, name: str):
         for p in params:
             p.data = p.data.float()
         return params
-    name, separate = name.removesuffix("/separate"), name.endswith("/separate")
     spec, _, impl = name.partition("@")
     method, _, n = spec.partition(":")
     ed.apply_ether(unet, ed.EtherConfig(method, int(n or 4), init_seed=0))
-    kernels.set_impl(unet, impl or "auto")
-    if separate:  # each projection its own GEMM, also where q, k, v (k, v) share their input
-        if not hasattr(unet, "_ether_step_fold"):
-            raise SystemExit(f"{name}/separate: only ether / ether_plus on CUDA with triton run the step fold, "
-                             "whose shared-input GEMM /separate turns off")
-        unet._ether_step_fold.share_inputs = False
+    ed.set_impl(unet, impl or "auto")
     return ed.ether_parameters(unet)
 
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 
 from . import functional as Fn
-from .patch import get_state
-from .processor import get_projection
+from .projection import get_projection
+from .state import get_state
 
 
 def hyperspherical_energy(weight: torch.Tensor, power: float = 1.0) -> torch.Tensor:

@@ -30,10 +30,10 @@ from safetensors.torch import save_file
 
 from . import __version__
 from . import functional as Fn
-from .io import _atomic_write
-from .patch import check_loaded, get_state
+from .io import atomic_write
+from .model import check_loaded
 from .projection import get_projection
-from .state import EtherError
+from .state import EtherError, get_state
 
 FORMATS = ("diffusers", "kohya")
 EXACT_METHODS = ("ether", "ether_plus")
@@ -124,7 +124,7 @@ def write_lora(factors: Factors, file: str | os.PathLike, format: str, dtype: to
     meta = {"format": "pt", "lora_format": format, "dtype": str(dtype).removeprefix("torch."),
             "ether_diffusion_version": __version__, **metadata}
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return path
 
 

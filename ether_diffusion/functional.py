@@ -9,8 +9,9 @@ Every method transforms a linear layer ``y = W x + b`` (``W`` is ``f x d``, out 
 
 Activations are row vectors (``x`` is ``(..., d)``), so ``H x`` for a column vector is ``x @ Hᵀ`` here.
 ``transform(x, ...)`` computes exactly that, blockwise, without forming ``H``; ``dense_matrix`` forms ``H`` for tests;
-``fold_weight`` merges the transforms into ``W`` by calling ``transform`` on the rows / columns of ``W``, so merging
-re-uses the forward math instead of re-deriving it. ``ether_lora_factors`` / ``ether_plus_lora_factors`` write
+``fold_weight`` folds the transforms into ``W`` (``H̃ W H``) by calling ``transform`` on the rows / columns of ``W``, so
+merging re-uses the forward math instead of re-deriving it. The ``*_per_sample`` / ``*_per_adapter`` forms take
+parameters stacked on a leading dimension (one adapter per sample of a batch, or several adapters at once). ``ether_lora_factors`` / ``ether_plus_lora_factors`` write
 ``fold_weight(W) - W`` exactly as a low-rank product ``B A`` (a LoRA's factors); ``svd_lora_factors`` gives the best
 one of a chosen rank for any change.
 
@@ -201,6 +202,62 @@ def fold_weight(weight: torch.Tensor, method: str, params_in: Params | None,
     return w.to(weight.dtype)
 
 
+# --------------------------------------------------------------------------- one adapter per sample
+def stack_params(per: list[tuple[Params, Params | None]]) -> tuple[Params, Params | None]:
+    """[(p_in, p_out)] of several adapters -> (p_in, p_out) with each tensor stacked on a new leading dimension."""
+    p_in = {k: torch.stack([pi[k] for pi, _ in per]) for k in per[0][0]}
+    p_out = None if per[0][1] is None else {k: torch.stack([po[k] for _, po in per]) for k in per[0][1]}
+    return p_in, p_out
+
+
+def transform_per_sample(x: torch.Tensor, method: str, params: Params) -> torch.Tensor:
+    """x (B, N, dim), params stacked per sample (B, ...) -> (B, N, dim): sample i uses params[:][i].
+
+    ``transform`` with an extra leading batch dimension on the parameters.
+    """
+    if method == "ether":  # (B, n, b) -> (B, 1, n, b): broadcast over the tokens of each sample
+        return householder(x, params["u"][:, None])
+    if method == "ether_plus":
+        return ether_plus_map(x, params["u"][:, None], params["v"][:, None])
+    first = next(iter(params.values()))
+    blocks = torch.stack([dense_blocks(method, {k: p[i] for k, p in params.items()})
+                          for i in range(first.shape[0])])  # (B, n, b, b)
+    n, b = blocks.shape[1], blocks.shape[2]
+    xb = x.unflatten(-1, (n, b))  # (B, N, n, b)
+    return torch.einsum("sNnj,snkj->sNnk", xb, blocks.to(x.dtype)).flatten(-2)
+
+
+def adapted_linear_per_sample(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, method: str,
+                              p_in: Params, p_out: Params | None, active: torch.Tensor) -> torch.Tensor:
+    """``y_i = H̃_i W H_i x_i + b`` for each sample i with ``active[i]``, ``W x_i + b`` otherwise. x (B, N, d),
+    params stacked per sample (B, ...), active (B,) bool -> (B, N, f)."""
+    keep = active.view(-1, *([1] * (x.dim() - 1)))  # (B, 1, 1)
+    h = torch.where(keep, transform_per_sample(x, method, p_in), x)
+    if p_out is None:
+        return F.linear(h, weight, bias)
+    y = F.linear(h, weight)
+    y = torch.where(keep, transform_per_sample(y, method, p_out), y)
+    return y if bias is None else y + bias
+
+
+def fold_weight_per_adapter(weight: torch.Tensor, method: str, p_in: Params, p_out: Params | None) -> torch.Tensor:
+    """``H̃_a W H_a`` for U adapters at once: weight (f, d), params stacked (U, ...) -> (U, f, d), in weight's dtype.
+
+    ``fold_weight`` (float32 or wider) with the adapters as a leading dimension.
+    """
+    if method not in ("ether", "ether_plus"):
+        first = next(iter(p_in.values()))
+        return torch.stack([fold_weight(weight, method, {k: p[i] for k, p in p_in.items()},
+                                        None if p_out is None else {k: p[i] for k, p in p_out.items()})
+                            for i in range(first.shape[0])])
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    w = transform(weight.to(dtype), method, {k: p.to(dtype)[:, None] for k, p in p_in.items()})  # (U, f, d)
+    if p_out is not None:  # H̃ W on the rows of Wᵀ, as in fold_weight
+        w = transform(w.mT, method, {k: p.to(dtype)[:, None] for k, p in p_out.items()}).mT  # (U, f, d)
+    return w.to(weight.dtype)
+
+
+# --------------------------------------------------------------------------- measurements
 def distance_to_identity(method: str, params: Params) -> torch.Tensor:
     """``||H - I||_F`` over all blocks of one side, from the dense blocks (n b² memory)."""
     blocks = dense_blocks(method, params)

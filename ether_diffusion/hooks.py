@@ -2,7 +2,9 @@
 switched off silently.
 
 - ``on_forward`` (forward pre-hook): refuses a forward whose ETHER processors were replaced, counts forwards (the step
-  form's folded weights live for one), and reads ``cross_attention_kwargs["ether_adapters"]`` in diffusers' batch order.
+  fold's folded weights live for one), and reads ``cross_attention_kwargs["ether_adapters"]`` in diffusers' batch order.
+- ``drop_traced`` (forward pre-hook and hook, where the step fold runs): what a compiled forward folded never reaches
+  the next one.
 - ``set_processor`` on each adapted ``Attention``: the stock processors that diffusers' switches install
   (``set_attention_slice``, xformers on and off) set the ETHER processor's options instead;
   any other processor (IP-Adapter, fused projections, a custom one) is refused.
@@ -15,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from .multi import Assignment, resolve_names
-from .processor import EtherAttnProcessor
+from .assignment import Assignment, resolve_names
+from .layer import EtherAttnProcessor
 from .state import STATE_ATTR, EtherError
 
 
@@ -46,6 +48,13 @@ def on_forward(model, args, kwargs):
     resolved = resolve_names(names, sample, extra.get("ether_images_per_prompt"))
     extra = {k: v for k, v in extra.items() if k != "ether_images_per_prompt"}
     return args, {**kwargs, "cross_attention_kwargs": {**extra, "ether_adapters": resolved}}
+
+
+def drop_traced(model, *args) -> None:
+    """Forward pre-hook and hook of a model whose processors share a step fold (``model.apply_ether``)."""
+    state = getattr(model, STATE_ATTR, None)
+    if state is not None and state.step_fold is not None:
+        state.step_fold.drop_traced()
 
 
 def set_processor(attn, processor) -> None:

@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from . import functional as Fn
 from .config import EtherConfig
-from .patch import _split, adapter_state_dict, apply_ether, get_state, target_layers
-from .processor import DEFAULT_ADAPTER, check_adapter_name
+from .layer import check_adapter_name
+from .model import adapter_state_dict, get_state, load_adapter_state_dict, prepare_adapter, target_layers
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -31,8 +31,9 @@ class AdapterMismatchError(ValueError):
     """A saved adapter does not fit the model it is loaded into."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    # write to a temporary file in the same folder, then rename: an interrupted save never leaves a half file
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file in ``path``'s folder, then rename it to ``path``: an interrupted save never
+    leaves a half file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
     os.close(fd)
     try:
@@ -62,8 +63,8 @@ def save_ether(model: nn.Module, path: str | os.PathLike, adapter_name: str | No
         "config": state.config.to_dict(),
         "layers": {k: {"out_features": f, "in_features": d} for k, (f, d) in state.layers.items()},
     }
-    _atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
-    _atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return folder
 
 
@@ -140,25 +141,6 @@ def load_ether(model: nn.Module, path: str | os.PathLike, adapter_name: str | No
         check_adapter_name(adapter_name)
     config, meta, tensors = read_adapter(path)
     _check_fits(model, config, meta, tensors, where=f"adapter {str(path)!r}")
-    state = get_state(model, required=False)
-    if state is None:
-        apply_ether(model, config)
-        state = get_state(model)
-        if adapter_name is not None and adapter_name != DEFAULT_ADAPTER:
-            for proc in state.processors.values():
-                proc.adapters[adapter_name] = proc.adapters.pop(DEFAULT_ADAPTER)
-                proc.active = adapter_name
-    elif adapter_name is not None:
-        for proc in state.processors.values():
-            if adapter_name not in proc.adapters:
-                device = next(proc.parameters()).device
-                proc.add_adapter(adapter_name)
-                proc.adapters[adapter_name].to(device)
-            proc.active = adapter_name
-    for key, t in tensors.items():
-        layer, side, name = key.rsplit(".", 2)
-        attn_name, p = _split(layer)
-        adapter = state.processors[attn_name].adapter(p)
-        target = adapter.side(side)[name]
-        target.copy_(t.to(target.dtype))
+    prepare_adapter(model, config, adapter_name)
+    load_adapter_state_dict(model, tensors)
     return model

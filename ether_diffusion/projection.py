@@ -1,6 +1,6 @@
 """How an adapted projection calls its module: the module itself (``attn.to_q``, ...), whatever wraps or hooks it.
 
-A bare ``nn.Linear`` (``is_plain``) may be replaced by its weight in a fused fast path; anything else (a PEFT LoRA
+A bare ``nn.Linear`` (``is_plain``) may be replaced by its weight in a fast path (``kernels``); anything else (a PEFT LoRA
 layer, an accelerate offload hook, a forward hook) is called as a module, so what it adds keeps working.
 """
 
@@ -56,3 +56,16 @@ def call_without_bias(linear: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor,
     out = linear(torch.cat([rows, rows.new_zeros(1, rows.shape[-1])]))  # (M + 1, f): the last row is b
     b = out[-1]
     return (out[:-1] - b).reshape(*h.shape[:-1], out.shape[-1]), b
+
+
+def compose_per_sample(x: torch.Tensor, linear: nn.Module, method: str, p_in: Fn.Params, p_out: Fn.Params | None,
+                       active: torch.Tensor) -> torch.Tensor:
+    """``compose_linear`` with parameters stacked per sample (B, ...): x (B, N, d) -> (B, N, f); sample i with
+    ``active[i]`` false runs the module alone."""
+    keep = active.view(-1, *([1] * (x.dim() - 1)))  # (B, 1, 1)
+    h = torch.where(keep, Fn.transform_per_sample(x, method, p_in), x)
+    if p_out is None:
+        return linear(h)
+    z, b = call_without_bias(linear, h)
+    y = torch.where(keep, Fn.transform_per_sample(z, method, p_out), z)
+    return y if b is None else y + b

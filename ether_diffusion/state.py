@@ -1,17 +1,21 @@
 """The bookkeeping a prepared model carries (``model._ether``), and the errors of using it wrongly.
 
-A leaf: the model-level verbs (``patch``), the hooks diffusers and torch call (``hooks``), ``multi``, ``io`` and the
-kernels read the state through ``get_state``.
+A leaf of the core: the model-level verbs (``model``), the hooks diffusers and torch call (``hooks``), ``io``,
+``export`` and ``analysis`` read the state through ``get_state``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from .config import EtherConfig
+
+if TYPE_CHECKING:
+    from .kernels import StepFold
 
 STATE_ATTR = "_ether"
 
@@ -48,6 +52,7 @@ class EtherState:
     # while merged: "<attn>.<projection>" -> {tensor name: the original tensor, on the CPU}, restored bit for bit
     saved_weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     forwards: ForwardCounter = field(default_factory=ForwardCounter)
+    step_fold: StepFold | None = None  # shared by the processors where the step fold runs (ether / ether_plus, triton)
 
 
 def get_state(model: nn.Module, required: bool = True) -> EtherState | None:

@@ -3,7 +3,7 @@
 Prompts: the user's (``prompts`` / ``prompts_file``) or the 25 DreamBooth evaluation prompts of a ``subject`` (from
 ``prompts_and_classes``, by default the copy shipped in `ether_diffusion.assets`); or a ``requests_file`` of
 (prompt, adapter) rows (``requests.py``): every adapter is loaded under its own name and each batch mixes adapters,
-one per sample (``ether_diffusion.multi``), unmerged.
+one per sample (``ether_diffusion.assignment``), unmerged.
 Image ``j`` of prompt ``i`` uses seed ``seed + i * num_images_per_prompt + j`` with a CPU generator, so it is the
 same image whatever the batch size, the number of processes or the GPU; batches are split across the processes of
 ``accelerate launch`` (`ether_diffusion.sampling.render_rows`).
@@ -21,7 +21,7 @@ from accelerate import PartialState
 from ..data.dreambooth import eval_prompts
 from ..io import load_ether
 from ..models.loading import load_pipeline
-from ..multi import NONE
+from ..assignment import NONE
 from ..outputs import check_writable
 from ..sampling import pipeline_dtype, render_rows, set_scheduler
 from ..training.adapters import LORA, adapter_kind, load_adapter, merge_adapter

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePath
 
-from ..multi import NONE
+from ..assignment import NONE
 from ..typed_config import ConfigError
 
 # written by the generator for every row (``seed`` is the one a request may set)

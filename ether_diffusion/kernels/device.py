@@ -1,4 +1,5 @@
-"""Where the Triton forms can run, and in which dtype a layer computes: the leaf every kernel module imports."""
+"""Where the Triton forms can run, in which dtype a layer computes, and each method's map coefficients: the leaf every
+kernel module imports."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import importlib.util
 import os
 
 import torch
+
+# y_i = x_i + su (x_i·û_i) û_i + sv (x_i·v̂_i) v̂_i per block (``triton_reflect``): the methods the kernels cover
+SIGNS = {"ether": (-2.0, 0.0), "ether_plus": (-1.0, 1.0)}
+TRITON_METHODS = tuple(SIGNS)
 
 _TRITON: bool | None = None
 # under triton's CPU interpreter (tests), CPU tensors count as devices for the Triton forms
@@ -20,11 +25,12 @@ def triton_available() -> bool:
     return _TRITON
 
 
-def _on_device(x: torch.Tensor) -> bool:
+def on_device(x: torch.Tensor) -> bool:
+    """Whether ``x`` lives where the Triton kernels run (CUDA, or anywhere under triton's CPU interpreter)."""
     return x.is_cuda or _INTERPRET
 
 
-_compiling = torch.compiler.is_compiling  # (called per projection: no wrapper)
+is_compiling = torch.compiler.is_compiling  # (called per projection: no wrapper)
 
 
 def autocast_dtype(t: torch.Tensor, default: torch.dtype | None = None) -> torch.dtype:

@@ -1,6 +1,6 @@
 """Where the step-fold plans find things: work tables, the flat layout of W' and of the parameter gradients, and
-the finishing pass that turns partial sums into gradients of û. Shared by the one-sided (``grouped``) and the
-two-sided (``twosided``) plans."""
+the finishing pass that turns partial sums into gradients of û. Shared by the one-sided (``one_sided``, ETHER) and
+the two-sided (``two_sided``, ETHER+) plans."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from .grouped_kernels import gfinish_kernel
+from .one_sided_kernels import finish_kernel
 from .triton_reflect import EPS
 
 
@@ -21,7 +21,7 @@ def _offset(t: torch.Tensor, base: torch.Tensor) -> int:
     return delta // t.element_size()
 
 
-def _pow2_dividing(values, cap: int = 8) -> int:
+def pow2_dividing(values, cap: int = 8) -> int:
     """The largest power of two <= cap dividing every value (0 counts as divisible by anything)."""
     a = cap
     for v in values:
@@ -30,15 +30,16 @@ def _pow2_dividing(values, cap: int = 8) -> int:
     return a
 
 
-def _table(rows: list, width: int, device) -> torch.Tensor:
+def work_table(rows: list, width: int, device) -> torch.Tensor:
+    """Rows of ``width`` int64 entries as one (len(rows), width) table on ``device``."""
     return torch.tensor(np.asarray(rows, dtype=np.int64).reshape(-1, width), device=device)
 
 
 def finish(part: torch.Tensor, pbase: torch.Tensor, grads: torch.Tensor, fin: torch.Tensor, bb: int,
            has_v: bool) -> None:
     """Sum each finish row's partial slots of ``part`` and pass them through û = u / ‖u‖ into ``grads``."""
-    gfinish_kernel[(fin.shape[0],)](part, pbase, grads, fin, EPS, HAS_V=has_v, BB=bb,
-                                    RB=max(1, min(64, 4096 // bb)), num_warps=4)
+    finish_kernel[(fin.shape[0],)](part, pbase, grads, fin, EPS, HAS_V=has_v, BB=bb, RB=max(1, min(64, 4096 // bb)),
+                                   num_warps=4)
 
 
 class Layout:

@@ -105,7 +105,7 @@ class ControlledUNet(nn.Module):
         self.unet = unet
         self.control_encoder = encoder
         self._residual: torch.Tensor | None = None
-        self._hook = unet.conv_in.register_forward_hook(self._add_residual)
+        unet.conv_in.register_forward_hook(self._add_residual)
 
     def _add_residual(self, module, args, out: torch.Tensor) -> torch.Tensor:
         residual = self._residual
@@ -139,11 +139,6 @@ class ControlledUNet(nn.Module):
         scope = self.condition(control) if control is not None else contextlib.nullcontext()
         with scope:
             return self.unet(sample, timestep, encoder_hidden_states, **kwargs)
-
-    def detach_control(self) -> nn.Module:
-        """Remove the hook; returns the plain UNet."""
-        self._hook.remove()
-        return self.unet
 
 
 # ------------------------------------------------------------------ save / load

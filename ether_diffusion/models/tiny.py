@@ -8,12 +8,14 @@ anywhere, with no download.
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from .tokenizer import clip_tokenizer
 from .unet_configs import TINY_UNET, build_unet
-from ..names import TINY_ID, TINY_RESOLUTION  # noqa: F401  (latents are 8x smaller)
+from ..names import TINY_ID, TINY_RESOLUTION  # (latents are 8x smaller)
+
+__all__ = ["SD_SCHEDULER", "TINY_ID", "TINY_RESOLUTION", "TINY_TEXT", "TINY_VAE", "tiny_components", "tiny_pipeline"]
 
 
 TINY_VAE = dict(
@@ -45,6 +47,3 @@ def tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     return StableDiffusionPipeline(**tiny_components(seed), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
 
-
-def tiny_noise_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k != "set_alpha_to_one"})

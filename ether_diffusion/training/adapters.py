@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import PROJECTIONS, EtherConfig
 from ..io import CONFIG_NAME, WEIGHTS_NAME, load_ether, save_ether
-from ..patch import apply_ether, ether_parameters, merge_ether
+from ..model import apply_ether, ether_parameters, merge_ether
 from ..typed_config import ConfigError
 from .options import LORA
 

@@ -4,7 +4,7 @@ import torch
 from peft import LoraConfig
 
 from ether_diffusion import functional as Fn
-from ether_diffusion.patch import get_state
+from ether_diffusion.state import get_state
 from ether_diffusion.projection import get_projection
 
 PROJ = ["to_q", "to_k", "to_v", "to_out.0"]

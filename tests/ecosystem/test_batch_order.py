@@ -7,7 +7,7 @@ import torch
 
 import ether_diffusion as ed
 from ether_diffusion.models.tiny import tiny_pipeline
-from ether_diffusion.multi import expand_names
+from ether_diffusion.assignment import expand_names
 from tests.core.helpers import perturb
 
 PROMPTS = ["a photo of sks dog", "a sks cat on the beach"]

@@ -69,13 +69,13 @@ INTERPRETED = textwrap.dedent("""
         for model, seed in ((unet, 1), (target, 2)):
             ed.apply_ether(model, ed.EtherConfig("ether_plus", 4, init_seed=0))
             perturb(ed.ether_parameters(model), seed=seed)
-        group = unet._ether_step_fold
+        group = ed.state.get_state(unet).step_fold
         with torch.no_grad():
             unet(**x)
             assert group.weights is not None  # the step form ran and folded
             write(unet, writer, target)
             ref = fresh_like(target, "ether_plus")
-            ed.kernels.set_impl(ref, "torch")
+            ed.set_impl(ref, "torch")
             torch.testing.assert_close(unet(**x).sample, ref(**x).sample, rtol=1e-5, atol=1e-5, msg=writer)
     print("ok")
 """)

@@ -69,7 +69,7 @@ def test_a_lora_added_while_merged_refuses_unmerge():
     add_lora(unet)
     with pytest.raises(ed.EtherError, match="added .* while the ETHER adapter was merged"):
         ed.unmerge_ether(unet)
-    assert ed.patch.get_state(unet).merged  # nothing changed
+    assert ed.state.get_state(unet).merged  # nothing changed
 
 
 def test_training_ether_on_top_of_a_lora():

@@ -7,7 +7,7 @@ from diffusers.models.attention_processor import (AttnProcessor, AttnProcessor2_
                                                   SlicedAttnProcessor, XFormersAttnProcessor)
 
 import ether_diffusion as ed
-from ether_diffusion.processor import EtherAttnProcessor
+from ether_diffusion.layer import EtherAttnProcessor
 from tests.core.helpers import perturb, tiny_unet, unet_inputs
 
 from .helpers import run
@@ -85,7 +85,7 @@ def test_apply_ether_on_ip_adapter_processors_is_refused():
     unet.set_attn_processor(procs)
     with pytest.raises(ed.EtherError, match="IPAdapterAttnProcessor2_0"):
         ed.apply_ether(unet, ed.EtherConfig("ether", 4))
-    assert ed.patch.get_state(unet, required=False) is None
+    assert ed.state.get_state(unet, required=False) is None
     assert sum(isinstance(p, IPAdapterAttnProcessor2_0) for p in unet.attn_processors.values()) > 0
 
 
@@ -102,7 +102,7 @@ def test_merged_model_takes_any_processor_and_unmerge_checks():
                                  if "attn2" in n else AttnProcessor2_0()) for n in unet.attn_processors})
     with pytest.raises(ed.EtherError, match="unload it"):
         ed.unmerge_ether(unet)
-    assert ed.patch.get_state(unet).merged
+    assert ed.state.get_state(unet).merged
 
 
 def test_remove_ether_restores_processors_and_drops_every_guard():

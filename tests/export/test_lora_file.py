@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 import ether_diffusion as ed
 from ether_diffusion.export import ExportError, export_peft_lora, read_lora_metadata
 from ether_diffusion.models.tiny import tiny_pipeline
-from ether_diffusion.patch import get_state
+from ether_diffusion.state import get_state
 from ether_diffusion.state import UnknownAdapterError
 
 from .helpers import ether_pipeline, images, lora_pipeline, relative, unet_out
@@ -117,7 +117,7 @@ def test_a_named_adapter(tmp_path):
     other = ether_pipeline("ether", seed=7)
     ed.load_ether(other.unet, tmp_path / "first", adapter_name="first")  # active now; "default" is the seed-7 one
     file = ed.export_lora(other.unet, tmp_path / "default.safetensors", adapter_name="default")
-    ed.multi.set_active_adapter(other.unet, "default")
+    ed.set_active_adapter(other.unet, "default")
     assert relative(unet_out(lora_pipeline(file)), unet_out(other)) < 1e-5
     assert relative(unet_out(pipe), unet_out(other)) > 1e-2
 

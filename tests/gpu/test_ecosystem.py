@@ -10,7 +10,7 @@ import ether_diffusion as ed
 from ether_diffusion import kernels
 from ether_diffusion.models.tiny import tiny_pipeline
 from tests.core.helpers import perturb, tiny_unet, unet_inputs
-from tests.ecosystem.helpers import add_lora, dense_reference, run
+from tests.ecosystem.helpers import dense_reference, run
 
 pytestmark = [
     pytest.mark.gpu,
@@ -54,7 +54,7 @@ def test_step_form_beside_a_lora_on_some_projections(method):
     unet.to(DEV)
     x = cuda_inputs()
     got = run(unet, x)
-    assert unet._ether_step_fold.weights is not None
+    assert ed.state.get_state(unet).step_fold.weights is not None
     ref = dense_reference(unet.cpu(), tiny_unet()).to(DEV)
     assert rel(got, run(ref, x)) < 1e-4
 
@@ -104,9 +104,9 @@ def test_data_writes_reach_the_step_form():
         perturb(ed.ether_parameters(model), seed=seed)
     x = cuda_inputs()
     before = run(unet, x)
-    assert unet._ether_step_fold.weights is not None  # the step form folded
+    assert ed.state.get_state(unet).step_fold.weights is not None  # the step form folded
     EMAModel([p.detach().clone() for p in ed.ether_parameters(target)]).copy_to(ed.ether_parameters(unet))
-    kernels.set_impl(target, "torch")
+    ed.set_impl(target, "torch")
     got, want = run(unet, x), run(target, x)
     assert rel(got, want) < 1e-4 and rel(before, want) > 1e-2
 
@@ -124,10 +124,10 @@ def test_sliced_attention_with_the_step_form():
 
 @pytest.mark.parametrize("method", ["ether", "ether_plus"])
 def test_mixed_batch_fold_form_on_the_gpu(method):
-    """The fold form (Triton fold stack, one bmm) equals the activation form and each sample run alone."""
+    """The fold form (each sample's folded weight, one bmm) equals the activation form and each sample run alone."""
     unet = tiny_unet()
     ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
-    for proc in ed.patch.get_state(unet).processors.values():
+    for proc in ed.state.get_state(unet).processors.values():
         proc.add_adapter("b", torch.Generator().manual_seed(1))
     perturb(ed.ether_parameters(unet), seed=2)
     unet.to(DEV)

@@ -5,8 +5,8 @@ import torch
 
 import ether_diffusion as ed
 from ether_diffusion import functional as Fn
+from ether_diffusion.assignment import expand_names
 from ether_diffusion.models.tiny import tiny_pipeline
-from ether_diffusion.multi import adapted_linear_per_sample, expand_names
 
 PROMPTS = ["a photo of sks dog", "a sks cat on the beach", "a photo of a dog", "a sks dog in the snow"]
 SEEDS = [0, 1, 2, 3]
@@ -87,7 +87,7 @@ def test_per_sample_linear_equals_one_by_one(method):
             for _ in range(B)] if method in Fn.OUTPUT_SIDE_METHODS else None
     stack = lambda ps: {k: torch.stack([p[k] for p in ps]) for k in ps[0]}  # noqa: E731
     active = torch.tensor([True, False, True])
-    y = adapted_linear_per_sample(x, W, b, method, stack(per), stack(outs) if outs else None, active)
+    y = Fn.adapted_linear_per_sample(x, W, b, method, stack(per), stack(outs) if outs else None, active)
     for i in range(B):
         expected = (Fn.adapted_linear(x[i], W, b, method, per[i], outs[i] if outs else None) if active[i]
                     else x[i] @ W.T + b)
@@ -102,7 +102,7 @@ def test_mixed_batch_follows_parameter_changes(tmp_path):
     kw = {"cross_attention_kwargs": {"ether_adapters": ["dog", "cat"]}}
     first = generate(pipe, PROMPTS[:2], SEEDS[:2], **kw)
     with torch.no_grad():  # change the cat adapter in place: the next call must see it
-        for proc_ in ed.patch.get_state(pipe.unet).processors.values():
+        for proc_ in ed.state.get_state(pipe.unet).processors.values():
             for p in proc_.adapters["cat"].parameters():
                 p.add_(torch.randn_like(p))
     second = generate(pipe, PROMPTS[:2], SEEDS[:2], **kw)
@@ -120,9 +120,7 @@ def test_mixed_batch_follows_parameter_changes(tmp_path):
 
 
 @pytest.mark.parametrize("method", Fn.METHODS)
-def test_fold_per_adapter_equals_fold_weight(method):
-    from ether_diffusion.multi import fold_per_adapter
-
+def test_fold_weight_per_adapter_equals_fold_weight(method):
     f, d, n, U = 12, 8, 2, 3
     W = torch.randn(f, d, dtype=torch.float64)
     g = torch.Generator().manual_seed(1)
@@ -130,7 +128,7 @@ def test_fold_per_adapter_equals_fold_weight(method):
                          for k, s in Fn.param_shapes(method, dim, n).items()} for _ in range(U)]
     ins, outs = draw(d), (draw(f) if method in Fn.OUTPUT_SIDE_METHODS else None)
     stack = lambda ps: {k: torch.stack([p[k] for p in ps]) for k in ps[0]}  # noqa: E731
-    got = fold_per_adapter(W, method, stack(ins), stack(outs) if outs else None)
+    got = Fn.fold_weight_per_adapter(W, method, stack(ins), stack(outs) if outs else None)
     assert got.shape == (U, f, d)
     for i in range(U):
         torch.testing.assert_close(got[i], Fn.fold_weight(W, method, ins[i], outs[i] if outs else None))

@@ -1,7 +1,8 @@
-"""The pure-PyTorch parts of the fast path, on the CPU: fold-per-call equals the activation form, the dispatch.
+"""How projections are computed (``layer.per_layer_linear``, ``model.set_impl``) and the Triton forms on the CPU.
 
-The Triton kernels themselves run here under triton's CPU interpreter (a subprocess, since TRITON_INTERPRET must be
-set before triton loads); on a GPU, tests/gpu compares them with the reference at full size.
+The Triton kernels run here under triton's CPU interpreter (a subprocess, since TRITON_INTERPRET must be set before
+triton loads): the activation form, the step fold's plans, the step fold of a tiny UNet, eager and compiled; on a
+GPU, tests/gpu compares them with the reference at full size.
 """
 
 import os
@@ -14,32 +15,14 @@ import torch
 
 import ether_diffusion as ed
 from ether_diffusion import functional as Fn
-from ether_diffusion import kernels
-from tests.core.helpers import perturb, tiny_unet, unet_inputs
+from ether_diffusion.layer import per_layer_linear
+from tests.core.helpers import tiny_unet
 
 
 def params(method, dim, n, seed):
     g = torch.Generator().manual_seed(seed)
     return {k: (torch.randn(s, generator=g, dtype=torch.float64) * 0.3).requires_grad_()
             for k, s in Fn.param_shapes(method, dim, n).items()}
-
-
-@pytest.mark.parametrize("method", Fn.METHODS)
-@pytest.mark.parametrize("n", [1, 4, 12])
-def test_fold_per_call_equals_activation_form_float64(method, n):
-    g = torch.Generator().manual_seed(n)
-    x = torch.randn(2, 5, 24, generator=g, dtype=torch.float64).requires_grad_()
-    w = torch.randn(36, 24, generator=g, dtype=torch.float64)
-    b = torch.randn(36, generator=g, dtype=torch.float64)
-    p_in = params(method, 24, n, 1)
-    p_out = params(method, 36, n, 2) if method in Fn.OUTPUT_SIDE_METHODS else None
-    leaves = [x, *p_in.values(), *((p_out or {}).values())]
-    dy = torch.randn(2, 5, 36, generator=g, dtype=torch.float64)
-    y_act = Fn.adapted_linear(x, w, b, method, p_in, p_out)
-    y_fold = kernels.adapted_linear(x, w, b, method, p_in, p_out, impl="torch_fold")
-    torch.testing.assert_close(y_fold, y_act, rtol=1e-12, atol=1e-12)
-    for ga, gf in zip(torch.autograd.grad(y_act, leaves, dy), torch.autograd.grad(y_fold, leaves, dy)):
-        torch.testing.assert_close(gf, ga, rtol=1e-10, atol=1e-12)
 
 
 def test_auto_on_cpu_is_the_plain_path_bit_for_bit():
@@ -49,7 +32,7 @@ def test_auto_on_cpu_is_the_plain_path_bit_for_bit():
         p_in = {k: torch.randn(s) for k, s in Fn.param_shapes(method, 16, 4).items()}
         p_out = ({k: torch.randn(s) for k, s in Fn.param_shapes(method, 8, 4).items()}
                  if method in Fn.OUTPUT_SIDE_METHODS else None)
-        assert torch.equal(kernels.adapted_linear(x, w, b, method, p_in, p_out),
+        assert torch.equal(per_layer_linear(x, w, b, method, p_in, p_out),
                            Fn.adapted_linear(x, w, b, method, p_in, p_out))
 
 
@@ -57,59 +40,46 @@ def test_errors_say_what_to_do():
     x, w = torch.randn(2, 8), torch.randn(4, 8)
     p = {"u": torch.randn(2, 4)}
     with pytest.raises(ValueError, match="choose one of"):
-        kernels.adapted_linear(x, w, None, "ether", p, impl="fast")
+        per_layer_linear(x, w, None, "ether", p, impl="fast")
     with pytest.raises(ValueError, match="use impl='torch'"):
-        kernels.adapted_linear(x, w, None, "oft", {"s": torch.zeros(2, 6)}, impl="act")
+        per_layer_linear(x, w, None, "oft", {"s": torch.zeros(2, 6)}, impl="act")
+    with pytest.raises(RuntimeError, match="use impl='auto'"):
+        per_layer_linear(x, w, None, "ether", p, impl="step")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA tensor"):
-            kernels.adapted_linear(x, w, None, "ether", p, impl="fold")
+            per_layer_linear(x, w, None, "ether", p, impl="act")
 
 
-def test_choose_form():
-    assert kernels.choose_form("ether", 4096, 320, 320, training=False) == "fold"  # tokens > f: fold once
-    assert kernels.choose_form("ether", 77, 768, 1280, training=False) == "act"
-    assert kernels.choose_form("ether", 16384, 320, 320, training=True) == "act"
-    assert kernels.choose_form("ether_plus", 16384, 320, 320, training=True) == "act"
-
-
-@pytest.mark.parametrize("method", ["ether", "ether_plus"])
-def test_set_impl_torch_fold_trains_the_same_tiny_unet(method):
-    grads = {}
-    for impl in ("torch", "torch_fold"):
-        unet = tiny_unet()
-        ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
-        kernels.set_impl(unet, impl)
-        params_ = ed.ether_parameters(unet)
-        perturb(params_)
-        loss = unet(**unet_inputs()).sample.square().mean()
-        grads[impl] = (loss.detach(), torch.autograd.grad(loss, params_))
-    torch.testing.assert_close(grads["torch_fold"][0], grads["torch"][0], rtol=1e-5, atol=1e-6)
-    for a, b in zip(grads["torch_fold"][1], grads["torch"][1]):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
-    with pytest.raises(ValueError, match="choose one of"):
-        kernels.set_impl(unet, "cuda")
+def test_set_impl_takes_the_forms_and_refuses_others():
+    unet = tiny_unet()
+    ed.apply_ether(unet, ed.EtherConfig("ether", 4, init_seed=0))
+    for impl in ("torch", "act", "step", "auto"):
+        ed.set_impl(unet, impl)
+        assert {proc.impl for proc in ed.state.get_state(unet).processors.values()} == {impl}
+    for impl in ("cuda", "fold", "torch_fold"):
+        with pytest.raises(ValueError, match="choose one of"):
+            ed.set_impl(unet, impl)
 
 
 INTERPRETED = textwrap.dedent("""
     import torch
     from ether_diffusion import functional as Fn
-    from ether_diffusion.kernels.fused import adapted_linear
+    from ether_diffusion.kernels.act_form import act_linear
     torch.manual_seed(0)
     for method in ("ether", "ether_plus"):
-        for form in ("act", "fold"):
-            for B, N, d, f, n in ((2, 9, 24, 16, 4), (1, 3, 8, 8, 8), (2, 70, 16, 32, 1)):
-                x = torch.randn(N, B, d).transpose(0, 1).requires_grad_()   # non-contiguous
-                w, b = torch.randn(f, d), torch.randn(f)
-                p_in = {k: torch.randn(s).requires_grad_() for k, s in Fn.param_shapes(method, d, n).items()}
-                p_out = ({k: torch.randn(s).requires_grad_() for k, s in Fn.param_shapes(method, f, n).items()}
-                         if method == "ether_plus" else None)
-                leaves = [x, *p_in.values(), *((p_out or {}).values())]
-                dy = torch.randn(B, N, f)
-                y = adapted_linear(x, w, b, method, p_in, p_out, form=form)
-                y0 = Fn.adapted_linear(x, w, b, method, p_in, p_out)
-                torch.testing.assert_close(y, y0, rtol=1e-4, atol=1e-4)
-                for g, g0 in zip(torch.autograd.grad(y, leaves, dy), torch.autograd.grad(y0, leaves, dy)):
-                    torch.testing.assert_close(g, g0, rtol=1e-4, atol=1e-4)
+        for B, N, d, f, n in ((2, 9, 24, 16, 4), (1, 3, 8, 8, 8), (2, 70, 16, 32, 1)):
+            x = torch.randn(N, B, d).transpose(0, 1).requires_grad_()   # non-contiguous
+            w, b = torch.randn(f, d), torch.randn(f)
+            p_in = {k: torch.randn(s).requires_grad_() for k, s in Fn.param_shapes(method, d, n).items()}
+            p_out = ({k: torch.randn(s).requires_grad_() for k, s in Fn.param_shapes(method, f, n).items()}
+                     if method == "ether_plus" else None)
+            leaves = [x, *p_in.values(), *((p_out or {}).values())]
+            dy = torch.randn(B, N, f)
+            y = act_linear(x, w, b, method, p_in, p_out)
+            y0 = Fn.adapted_linear(x, w, b, method, p_in, p_out)
+            torch.testing.assert_close(y, y0, rtol=1e-4, atol=1e-4)
+            for g, g0 in zip(torch.autograd.grad(y, leaves, dy), torch.autograd.grad(y0, leaves, dy)):
+                torch.testing.assert_close(g, g0, rtol=1e-4, atol=1e-4)
     print("ok")
 """)
 
@@ -132,21 +102,19 @@ def test_triton_kernels_under_the_cpu_interpreter():
 STEP_FOLD = textwrap.dedent("""
     import torch
     from ether_diffusion import functional as Fn
-    from ether_diffusion.kernels import grouped
-    from ether_diffusion.kernels import twosided
-    from ether_diffusion.kernels.grouped import StepFoldFn
-    from ether_diffusion.kernels.plans import make_plan
+    from ether_diffusion.kernels import one_sided, two_sided
+    from ether_diffusion.kernels.step_fold_ops import StepFoldFn, make_plan
     torch.manual_seed(0)
     shapes = [(8, 16), (16, 8), (12, 12), (40, 8), (24, 64)]
-    default_rows, default_chunk = grouped._rows_per_item, twosided._chunk_rows
+    default_rows, default_chunk = one_sided.rows_per_item, two_sided.chunk_rows
     # (method, n, work-item rows): the default sizing, and several items per block (ether: 8 rows per item;
     # ether_plus: row blocks cut into chunks of 3 rows, whose column sums meet in partials)
     cases = [("ether", 1, None), ("ether", 4, None), ("ether_plus", 1, None), ("ether_plus", 4, None),
              ("ether", 4, 8), ("ether_plus", 4, 8)]
     for method, n, rows in cases:
         su, sv = (-2.0, 0.0) if method == "ether" else (-1.0, 1.0)
-        grouped._rows_per_item = default_rows if rows is None else (lambda bb, rows=rows: rows)
-        twosided._chunk_rows = default_chunk if rows is None else (lambda B: 3)
+        one_sided.rows_per_item = default_rows if rows is None else (lambda bb, rows=rows: rows)
+        two_sided.chunk_rows = default_chunk if rows is None else (lambda B: 3)
         weights = [torch.randn(f, d) for f, d in shapes]
         weights[1] = torch.randn(8, 16).t()  # a transposed weight: any strides
         prm = []
@@ -175,7 +143,7 @@ STEP_FOLD = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_step_fold_kernels_under_the_cpu_interpreter():
-    """The grouped launches fold every layer (different shapes, strides, one or several work items per block):
+    """The step fold's launches fold every layer (different shapes, strides, one or several work items per block):
     outputs and parameter gradients equal ``functional.fold_weight`` through autograd."""
     run_interpreted(STEP_FOLD)
 
@@ -183,14 +151,13 @@ def test_step_fold_kernels_under_the_cpu_interpreter():
 TINY = textwrap.dedent("""
     import torch
     import ether_diffusion as ed
-    from ether_diffusion import kernels
     from ether_diffusion.models.unet_configs import TINY_UNET, build_unet
 
     def perturbed_unet(method, impl):
         # the tiny UNet with ``method`` (n_blocks 4) in form ``impl``, its parameters moved off their init
         unet = build_unet(TINY_UNET, seed=0)
         ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
-        kernels.set_impl(unet, impl)
+        ed.set_impl(unet, impl)
         params = ed.ether_parameters(unet)
         with torch.no_grad():
             for i, p in enumerate(params):
@@ -217,8 +184,8 @@ STEP_UNET = TINY + textwrap.dedent("""
             sample = torch.randn(2, 4, 16, 16, generator=gen).requires_grad_()
             text = torch.randn(2, 7, 32, generator=gen)
             opt = torch.optim.SGD(params, lr=0.1)
-            procs = ed.patch.get_state(unet).processors
-            group = next(iter(procs.values()))._ether_step
+            procs = ed.state.get_state(unet).processors
+            group = next(iter(procs.values())).step_fold
             served = []  # what each shared-input call got: one GEMM (a list) or None (one by one)
             if group is not None:
                 many = group.linear_many
@@ -257,7 +224,6 @@ STEP_CACHE = textwrap.dedent("""
     import copy
     import torch
     import ether_diffusion as ed
-    from ether_diffusion import kernels
     from ether_diffusion.models.unet_configs import TINY_UNET, build_unet
 
     def outputs(unet, x, text):
@@ -268,9 +234,9 @@ STEP_CACHE = textwrap.dedent("""
         ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
         ref = build_unet(TINY_UNET, seed=0)
         ed.apply_ether(ref, ed.EtherConfig(method, 4, init_seed=0))
-        kernels.set_impl(ref, "torch")
-        procs = list(ed.patch.get_state(unet).processors.values())
-        group = procs[0]._ether_step
+        ed.set_impl(ref, "torch")
+        procs = list(ed.state.get_state(unet).processors.values())
+        group = procs[0].step_fold
         gen = torch.Generator().manual_seed(0)
         x, text = torch.randn(1, 4, 16, 16, generator=gen), torch.randn(1, 7, 32, generator=gen)
 
@@ -281,8 +247,8 @@ STEP_CACHE = textwrap.dedent("""
             assert got.grad_fn is None
 
         folds = []
-        fold = group._fold
-        group._fold = lambda dtype: folds.append(dtype) or fold(dtype)
+        fold = group.fold
+        group.fold = lambda dtype: folds.append(dtype) or fold(dtype)
         outputs(unet, x, text).sum().backward()  # a fold with gradients, then used without: detached
         check("after a training forward")
         assert len(folds) == 2  # one fold per forward, shared by every layer
@@ -290,10 +256,10 @@ STEP_CACHE = textwrap.dedent("""
         assert len(folds) == 3  # a new forward folds anew: nothing is kept from one forward to the next
         for model in (unet, ref):  # in place (_version), to a new direction (a rescaled u reflects alike)
             with torch.no_grad():
-                next(iter(ed.patch.get_state(model).processors.values())).adapter("to_q").in_u.add_(0.3)
+                next(iter(ed.state.get_state(model).processors.values())).adapter("to_q").in_u.add_(0.3)
         check("in-place update")
         for model in (unet, ref):  # a new Parameter object
-            a = next(iter(ed.patch.get_state(model).processors.values())).adapter("to_k")
+            a = next(iter(ed.state.get_state(model).processors.values())).adapter("to_k")
             a.in_u = torch.nn.Parameter(a.in_u.detach() + 0.3)
         check("replaced parameter")
         for model in (unet, ref):  # written behind autograd's back: no _version change (EMAModel.copy_to does this)
@@ -301,12 +267,12 @@ STEP_CACHE = textwrap.dedent("""
                 q.data.copy_(q.data * -1.5 + 0.1)
         check(".data write")
         for model in (unet, ref):  # another active adapter
-            for proc in ed.patch.get_state(model).processors.values():
+            for proc in ed.state.get_state(model).processors.values():
                 proc.add_adapter("other", torch.Generator().manual_seed(5))
                 proc.active = "other"
         check("other adapter")
         # another layer not whole (as a sharding wrapper leaves the units not running): no fold, per-layer form
-        names = list(ed.patch.get_state(unet).processors)
+        names = list(ed.state.get_state(unet).processors)
         first, last = unet.get_submodule(names[0]), unet.get_submodule(names[-1])
         full = last.to_q.weight.data
         last.to_q.weight.data = torch.empty(0)
@@ -314,21 +280,22 @@ STEP_CACHE = textwrap.dedent("""
         ref_first = ref.get_submodule(names[0])
         with torch.no_grad():  # a change that needs a refold, made while the other layer is partial
             for model in (unet, ref):
-                ed.patch.get_state(model).processors[names[0]].adapter("to_q").in_u.add_(0.2)
-            got = ed.patch.get_state(unet).processors[names[0]].project(first, "to_q", h)
-            want = ed.patch.get_state(ref).processors[names[0]].project(ref_first, "to_q", h)
+                ed.state.get_state(model).processors[names[0]].adapter("to_q").in_u.add_(0.2)
+            got = ed.state.get_state(unet).processors[names[0]].project(first, "to_q", h)
+            want = ed.state.get_state(ref).processors[names[0]].project(ref_first, "to_q", h)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         assert group.weights is None
         last.to_q.weight.data = full
         check("whole again")
         assert group.weights is not None
         clone = copy.deepcopy(unet)  # its processors point back to its own StepFold
-        assert clone._ether_step_fold is not group
-        assert next(iter(ed.patch.get_state(clone).processors.values()))._ether_step is clone._ether_step_fold
+        cloned = ed.state.get_state(clone)
+        assert cloned.step_fold is not group
+        assert next(iter(cloned.processors.values())).step_fold is cloned.step_fold
         with torch.no_grad():
             torch.testing.assert_close(outputs(clone, x, text), outputs(ref, x, text), rtol=1e-5, atol=1e-5)
-        assert clone._ether_step_fold.weights is not None  # the copy folded for itself
-        assert clone._ether_step_fold.forwards is ed.patch.get_state(clone).forwards  # and counts its own forwards
+        assert cloned.step_fold.weights is not None  # the copy folded for itself
+        assert cloned.step_fold.forwards is cloned.forwards  # and counts its own forwards
         for model in (clone, ref):
             for q in ed.ether_parameters(model)[:4]:
                 q.data.mul_(-1.0)
@@ -345,49 +312,6 @@ def test_step_form_cache_follows_parameter_changes_under_the_cpu_interpreter():
     adapter; while some layer does not hold its whole weight nothing is folded (that call takes the per-layer
     form). Every case matches the plain path."""
     run_interpreted(STEP_CACHE)
-
-
-COMPILE_FOLD = TINY + textwrap.dedent("""
-    for method in ("ether", "ether_plus"):
-        out = {}
-        for impl in ("fold", "torch"):
-            torch._dynamo.reset()
-            unet, params = perturbed_unet(method, impl)
-            graphs = []
-            f = torch.compile(unet, backend=counting_aot_eager(graphs)) if impl == "fold" else unet
-            gen = torch.Generator().manual_seed(1)
-            x = torch.randn(2, 4, 16, 16, generator=gen).requires_grad_()
-            text = torch.randn(2, 7, 32, generator=gen)
-            loss = f(x, 10, text).sample.square().mean()
-            out[impl] = (loss.detach(), torch.autograd.grad(loss, [x, *params]))
-            if impl == "fold":
-                ops = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
-                layers = sum(len(p.shapes) for p in ed.patch.get_state(unet).processors.values())
-                assert len(graphs) == 1 and sum("ether_diffusion.fold" in o for o in ops) == layers, ops
-        torch.testing.assert_close(out["fold"][0], out["torch"][0], rtol=1e-5, atol=1e-6)
-        for a, b in zip(out["fold"][1], out["torch"][1]):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    # a trainable base weight still gets its gradient (the op gives W none, so that layer takes the plain path)
-    from ether_diffusion import functional as Fn
-    w, b = torch.randn(16, 8, requires_grad=True), torch.randn(16)
-    p_in = {k: torch.randn(s).requires_grad_() for k, s in Fn.param_shapes("ether_plus", 8, 4).items()}
-    p_out = {k: torch.randn(s).requires_grad_() for k, s in Fn.param_shapes("ether_plus", 16, 4).items()}
-    x = torch.randn(3, 8)
-    f = torch.compile(lambda x: kernels.adapted_linear(x, w, b, "ether_plus", p_in, p_out, impl="fold"),
-                      backend="aot_eager")
-    gw = torch.autograd.grad(f(x).sum(), w)[0]
-    torch.testing.assert_close(gw, torch.autograd.grad(Fn.adapted_linear(x, w, b, "ether_plus", p_in, p_out).sum(),
-                                                       w)[0], rtol=1e-4, atol=1e-5)
-    print("ok")
-""")
-
-
-@pytest.mark.slow
-def test_fold_under_torch_compile_is_one_custom_op_per_layer_under_the_cpu_interpreter():
-    """impl='fold' under torch.compile: each adapted projection's fold is one ``ether_diffusion::fold`` op in a
-    single traced graph; through AOT autograd (fake tensors, the op's registered backward) the loss and gradients
-    equal the plain path's."""
-    run_interpreted(COMPILE_FOLD, timeout=900)
 
 
 COMPILE_STEP = TINY + textwrap.dedent("""
@@ -416,13 +340,12 @@ COMPILE_STEP = TINY + textwrap.dedent("""
                 ops = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
                 assert len(graphs) == first == 1, (len(graphs), first)
                 assert sum("ether_diffusion.step_fold" in o for o in ops) == 1, ops
-                assert not any("ether_diffusion.fold" in o for o in ops), ops
-                assert unet._ether_step_fold.traced is None  # nothing held after the forward
+                assert ed.state.get_state(unet).step_fold.traced is None  # nothing held after the forward
                 with torch.no_grad():  # a compiled sampling step (no autograd around the op)
                     out["sample"] = f(x, 10, text).sample
                 ed.remove_ether(unet)
                 assert not unet._forward_pre_hooks and not unet._forward_hooks
-                assert not hasattr(unet, "_ether_step_fold")
+                assert ed.state.get_state(unet, required=False) is None
         for (la, ga), (lb, gb) in zip(out["auto"], out["torch"]):
             torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-6)
             for a, b in zip(ga, gb):
@@ -473,7 +396,7 @@ def test_step_form_under_torch_compile_is_one_custom_op_per_forward_under_the_cp
 def test_segments_group_the_projections_that_share_an_input():
     """q, k, v of a self-attention processor form one segment; in a cross-attention processor only k, v do (the
     query reads the hidden states), even where the widths match; a bias or another width ends a run."""
-    from ether_diffusion.kernels.step import segments
+    from ether_diffusion.kernels.step_fold import segments
 
     class Proc:
         pass

@@ -1,5 +1,5 @@
-"""Triton kernels of the one-sided (ETHER) step fold, and the finishing kernel both folds share (tables, launches
-and autograd in ``grouped``; the two-sided ETHER+ kernels are in ``twosided_kernels``).
+"""Triton kernels of the one-sided (ETHER) step fold, and the finishing kernel both plans share (tables and launches
+in ``one_sided``; the two-sided ETHER+ kernels are in ``two_sided_kernels``).
 
 Each program takes one row of a work table: one block (of ``b`` elements, padded to ``BB`` lanes) of up to ``RT``
 rows of W of one layer, addressed as ``base pointer + element offset``. ``ALIGN``: the power of two the host proved
@@ -52,8 +52,8 @@ def _tile(r0, i, ib, M, b, x_ld, x_st, y_ld, UNIT: tl.constexpr, ALIGN: tl.const
 
 
 @triton.jit
-def gmap_kernel(X, Y, PRM, TAB, su, eps, UNIT: tl.constexpr, ALIGN: tl.constexpr, BM: tl.constexpr,
-                BB: tl.constexpr, RT: tl.constexpr, NCOL: tl.constexpr):
+def one_sided_fold_kernel(X, Y, PRM, TAB, su, eps, UNIT: tl.constexpr, ALIGN: tl.constexpr, BM: tl.constexpr,
+                          BB: tl.constexpr, RT: tl.constexpr, NCOL: tl.constexpr):
     # y = x + su (x·û) û on rows r0..r0+RT of one block of one layer
     x_off, x_ld, x_st, y_off, y_ld, uh, M, b, r0, ib = _prologue(TAB, PRM, tl.program_id(0), eps, NCOL, ALIGN, BB)
     for i in range(0, RT, BM):
@@ -64,8 +64,8 @@ def gmap_kernel(X, Y, PRM, TAB, su, eps, UNIT: tl.constexpr, ALIGN: tl.constexpr
 
 
 @triton.jit
-def gmap_backward_kernel(G, X, P, PRM, TAB, su, eps, UNIT: tl.constexpr, ALIGN: tl.constexpr, BM: tl.constexpr,
-                         BB: tl.constexpr, RT: tl.constexpr, NCOL: tl.constexpr):
+def one_sided_backward_kernel(G, X, P, PRM, TAB, su, eps, UNIT: tl.constexpr, ALIGN: tl.constexpr,
+                              BM: tl.constexpr, BB: tl.constexpr, RT: tl.constexpr, NCOL: tl.constexpr):
     # g in the table's y layout, x in its x layout; P[item] = su Σ_rows [(x·û) g + (g·û) x]
     k = tl.program_id(0)
     x_off, x_ld, x_st, g_off, g_ld, uh, M, b, r0, ib = _prologue(TAB, PRM, k, eps, NCOL, ALIGN, BB)
@@ -80,7 +80,7 @@ def gmap_backward_kernel(G, X, P, PRM, TAB, su, eps, UNIT: tl.constexpr, ALIGN: 
 
 
 @triton.jit
-def gfinish_kernel(P, PRM, OUT, FT, eps, HAS_V: tl.constexpr, BB: tl.constexpr, RB: tl.constexpr):
+def finish_kernel(P, PRM, OUT, FT, eps, HAS_V: tl.constexpr, BB: tl.constexpr, RB: tl.constexpr):
     # one (layer, side, block): sum its partials (``cnt`` slots of (u part, v part), 2 BB apart from element
     # ``k0`` of P), then through û = u / ‖u‖ into OUT
     row = FT + tl.program_id(0) * 7

@@ -1,7 +1,34 @@
-"""The attention processor: owns the adapter parameters of one `Attention`, calls `functional` for the math.
+"""The layer: the attention processor of one `Attention`, which owns its adapters' parameters
+(``ProjectionAdapter``) and computes each adapted projection, with one adapter for the batch or one per sample
+(``PerSampleProjector``); the math is ``functional``'s, the fast paths ``kernels``'.
 
-Follows the contract of diffusers' `AttnProcessor2_0` (diffusers 0.42, `models/attention_processor.py`): same
-reshapes, masks, norms and residual; attention itself is PyTorch SDPA, or xformers when asked for.
+The processor follows the contract of diffusers' `AttnProcessor2_0` (diffusers 0.42,
+`models/attention_processor.py`): same reshapes, masks, norms and residual; attention itself is PyTorch SDPA, or
+xformers when asked for.
+
+How a projection ``y = H̃ W H x + b`` is computed (``EtherAttnProcessor.impl``, set for a whole model with
+``model.set_impl``):
+
+| impl        | what                                                                                               |
+| ----------- | -------------------------------------------------------------------------------------------------- |
+| ``"auto"``  | ``"step"`` where the model's step fold serves the projection (ether / ether_plus, CUDA + triton,   |
+|             | a frozen bare ``nn.Linear``; eager, CUDA graph, or the model under torch.compile), else ``"act"``   |
+|             | where the Triton kernels run (eager), else ``"torch"`` (CPU, oft, naive, compiled single layers)   |
+| ``"torch"`` | the reference: ``functional.adapted_linear``, the maps on the activations in PyTorch               |
+| ``"act"``   | the per-layer fallback: ``kernels.act_linear``, the maps on the activations in Triton              |
+| ``"step"``  | the model's step fold only (``kernels.StepFold``: every layer's W' folded once per forward)         |
+
+A projection that is not a bare ``nn.Linear`` (a PEFT LoRA layer, an offload hook) is always called as a module on
+the transformed input (``projection.compose_linear``).
+
+A mixed batch (``ether_adapters``: one adapter per sample) runs at inference in ``mixed_form`` ``"fold"``: each
+sample's adapter folded into its own copy of the weight, ``W_i = H̃_i W H_i`` (the base ``W`` for "none"), and one
+batched matmul ``y_i = W_i x_i + b``; the folded stack (B, f, d) is built in every call (nothing is kept to the next
+step, so values written behind autograd's back are always seen): per projection one fold per adapter (O(U f d)),
+one gather and one ``bmm``. Memory: one weight copy per sample of the UNet batch for each adapted projection (SD
+1.5, bf16, the four attention projections: ~190 MB per sample, so ~3 GB for 8 prompts with classifier-free
+guidance). With gradients, or in ``mixed_form`` ``"act"``, the maps act per sample on the activations and the shared
+weight is used once for the whole batch: no weight copies, several small kernels per projection.
 """
 
 from __future__ import annotations
@@ -13,13 +40,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import functional as Fn
+from . import kernels
+from .assignment import NONE, Assignment, assign
 from .functional import OUTPUT_SIDE_METHODS
-from .kernels import _compiling, adapted_linear
-from .state import EtherError
-from .multi import NONE, Assignment, PerSampleProjector, assign
-from .projection import compose_linear, get_projection, is_hooked, is_plain
+from .kernels import TRITON_METHODS, autocast_dtype, is_compiling, on_device, triton_available
+from .projection import compose_linear, compose_per_sample, get_projection, is_hooked, is_plain
+from .state import EtherError, UnknownAdapterError
 
 DEFAULT_ADAPTER = "default"
+IMPLS = ("auto", "torch", "act", "step")
+MIXED_FORMS = ("fold", "act")
 
 
 PROJECTION_KEYS = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "out"}
@@ -85,9 +115,9 @@ class EtherAttnProcessor(nn.Module):
     rows, as diffusers' ``SlicedAttnProcessor`` does (``unet.set_attention_slice``).
     """
 
-    impl = "auto"  # how projections are computed: see ether_diffusion.kernels (fused Triton kernels on CUDA)
-    _ether_step = None  # the model's StepFold, shared by its processors (kernels.attach)
-    mixed_form = "fold"  # how a mixed-adapter batch is computed at inference: "fold" or "act" (ether_diffusion.multi)
+    impl = "auto"  # how projections are computed: one of IMPLS (the module docstring)
+    step_fold = None  # the model's kernels.StepFold, shared by its processors (model.apply_ether)
+    mixed_form = "fold"  # how a mixed-adapter batch is computed at inference: one of MIXED_FORMS
 
     def __init__(self, method: str, n_blocks: int, shapes: dict[str, tuple[int, int]],
                  generator: torch.Generator | None = None, attention: str = "sdpa", slice_size: int | None = None):
@@ -113,7 +143,7 @@ class EtherAttnProcessor(nn.Module):
         name = name or self.active
         # no cache while compiling: a dict filled during the first compiled step would make torch.compile retrace
         # the whole model on the second
-        cached = not _compiling()
+        cached = not is_compiling()
         if cached:
             hit = self._lookup.get((name, projection))
             if hit is not None and hit[0] is self.adapters._modules.get(name):  # valid while the name holds that group
@@ -149,7 +179,7 @@ class EtherAttnProcessor(nn.Module):
         if not is_plain(linear) or is_hooked(adapter):
             # wrapped or hooked (a LoRA layer, offload): the module is called on the transformed input
             return compose_linear(x, linear, self.method, *adapter())
-        step, impl = self._ether_step, self.impl
+        step, impl = self.step_fold, self.impl
         if step is not None and impl in ("auto", "step"):  # the whole model's weights folded at once
             y = step.linear(self, projection, linear, x)
             if y is not None:
@@ -158,12 +188,12 @@ class EtherAttnProcessor(nn.Module):
             raise RuntimeError("impl='step' needs a model prepared by apply_ether with CUDA tensors and triton and a "
                                "frozen base weight (under torch.compile: the model compiled whole); use impl='auto'")
         p_in, p_out = adapter.params()
-        return adapted_linear(x, linear.weight, linear.bias, self.method, p_in, p_out, impl=impl)
+        return per_layer_linear(x, linear.weight, linear.bias, self.method, p_in, p_out, impl=impl)
 
     def project_many(self, attn: nn.Module, projections: tuple[str, ...], x: torch.Tensor) -> list[torch.Tensor]:
         """[project(p, x) for p in projections]: one GEMM where the model's step fold holds their folded weights
-        side by side (``kernels.step``: q, k, v of self-attention, k, v of cross-attention)."""
-        step = self._ether_step
+        side by side (``kernels.step_fold``: q, k, v of self-attention, k, v of cross-attention)."""
+        step = self.step_fold
         if step is not None and self.impl in ("auto", "step"):
             modules = [get_projection(attn, p) for p in projections]
             if all(is_plain(m) for m in modules):
@@ -210,7 +240,7 @@ class EtherAttnProcessor(nn.Module):
                 temb: torch.Tensor | None = None, ether_adapters: list[str | None] | None = None,
                 ether_images_per_prompt: int | None = None, **kwargs) -> torch.Tensor:
         """diffusers' attention with adapted projections; ``ether_adapters`` picks an adapter per sample (the
-        model's forward hook turns per-image or per-prompt names into a ``multi.Assignment``)."""
+        model's forward hook turns per-image or per-prompt names into an ``assignment.Assignment``)."""
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -253,6 +283,82 @@ class EtherAttnProcessor(nn.Module):
 
     # diffusers inspects `processor.__call__` to decide which cross_attention_kwargs to pass
     __call__ = forward
+
+
+def per_layer_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, method: str,
+                     p_in: Fn.Params, p_out: Fn.Params | None = None, impl: str = "auto") -> torch.Tensor:
+    """``y = H̃ W H x + b`` for one layer on its own: x (..., d), weight (f, d), bias (f,) or None -> (..., f), in
+    the per-layer form ``impl`` ("torch" or "act"; "auto" takes "act" where the Triton kernels run, eagerly).
+    ``"step"`` is not a per-layer form: a model's processors run it through their ``StepFold``."""
+    if impl == "auto":
+        if method in TRITON_METHODS and on_device(x) and not is_compiling() and triton_available():
+            return kernels.act_linear(x, weight, bias, method, p_in, p_out)
+        return Fn.adapted_linear(x, weight, bias, method, p_in, p_out)
+    if impl == "torch":
+        return Fn.adapted_linear(x, weight, bias, method, p_in, p_out)
+    if impl == "step":
+        raise RuntimeError("impl='step' folds a whole model: it runs in the processors of a CUDA model prepared by "
+                           "apply_ether; use impl='auto'")
+    if impl != "act":
+        raise ValueError(f"impl={impl!r} is unknown; choose one of {IMPLS}")
+    if method not in TRITON_METHODS:
+        raise ValueError(f"impl='act' covers {TRITON_METHODS}, not {method!r}; use impl='torch'")
+    if not on_device(x) or not triton_available():
+        raise RuntimeError("impl='act' needs a CUDA tensor and triton (pip install triton); use impl='torch'")
+    return kernels.act_linear(x, weight, bias, method, p_in, p_out)
+
+
+class PerSampleProjector:
+    """Computes a processor's projections with a per-sample choice among its named adapters (``assignment``)."""
+
+    def __init__(self, proc: EtherAttnProcessor, assignment: Assignment):
+        self.proc = proc
+        self.names, self.index = assignment.names, assignment.index
+        unknown = [n for n in self.names if n not in proc.adapters]
+        if unknown:
+            raise UnknownAdapterError(f"ether_adapters names {unknown} are not loaded; loaded: "
+                                      f"{sorted(proc.adapters)} (load_ether(model, path, adapter_name=...)), or "
+                                      "'none' for the base model")
+        self.active = self.index < len(self.names)  # (B,) bool: False runs the base model
+
+    def _stack(self, projection: str, call: bool = False) -> tuple[dict, dict | None]:
+        """The activation form's parameters, gathered per sample (B, ...) from those of the adapters used (a
+        "none" sample gets the first adapter's, masked off by ``active``). ``call``: read them through each
+        adapter's module call (its hooks run: offload)."""
+        adapters = [self.proc.adapter(projection, n) for n in self.names]
+        p_in, p_out = Fn.stack_params([a() if call else a.params() for a in adapters])  # (U, ...)
+        index = self.index.clamp(max=len(self.names) - 1)
+        gather = lambda ps: None if ps is None else {k: t.index_select(0, index) for k, t in ps.items()}  # noqa: E731
+        return gather(p_in), gather(p_out)
+
+    def _folded(self, projection: str, linear: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
+        """(B, f, d): sample i's weight ``H̃ W H`` (``W`` for "none"), folded once per adapter."""
+        folded = Fn.fold_weight_per_adapter(
+            linear.weight, self.proc.method,
+            *Fn.stack_params([self.proc.adapter(projection, n).params() for n in self.names]))  # (U, f, d)
+        options = torch.cat([folded.to(dtype), linear.weight.to(dtype)[None]])  # (U + 1, f, d): last = "none"
+        return options.index_select(0, self.index)  # (B, f, d)
+
+    def __call__(self, attn: nn.Module, projection: str, x: torch.Tensor) -> torch.Tensor:
+        linear = get_projection(attn, projection)
+        if not self.names or self.proc.adapter(projection, self.names[0]) is None:
+            return linear(x)  # every sample runs the base model, or this projection is not adapted
+        if not is_plain(linear) or any(is_hooked(self.proc.adapter(projection, n)) for n in self.names):
+            # wrapped or hooked: the maps act per sample around a call of the module
+            p_in, p_out = self._stack(projection, call=True)
+            return compose_per_sample(x, linear, self.proc.method, p_in, p_out, self.active)
+        if self.proc.mixed_form == "fold" and not torch.is_grad_enabled():
+            dtype = autocast_dtype(x, linear.weight.dtype)
+            w = self._folded(projection, linear, dtype)  # (B, f, d)
+            xb = x.reshape(w.shape[0], -1, x.shape[-1]).to(dtype)  # (B, N, d)
+            if linear.bias is None:
+                y = torch.bmm(xb, w.mT)
+            else:
+                y = torch.baddbmm(linear.bias.to(dtype), xb, w.mT)  # (B, N, f)
+            return y.reshape(*x.shape[:-1], w.shape[1])
+        p_in, p_out = self._stack(projection)
+        return Fn.adapted_linear_per_sample(x, linear.weight, linear.bias, self.proc.method, p_in, p_out,
+                                            self.active)
 
 
 def _sliced(query, key, value, mask, slice_size: int, attention):

@@ -1,5 +1,5 @@
-"""The two-sided (ETHER+) step fold: W' = H̃ W H for every layer, without forming W H (math and kernels in
-``twosided_kernels``).
+"""The two-sided (ETHER+) plan of the step fold: W' = H̃ W H for every layer, without forming W H (math and kernels
+in ``two_sided_kernels``).
 
 Work items: (layer, column block j, row block J, chunk k of R rows of J), grouped into one launch per padded column
 block width. Per step:
@@ -9,8 +9,7 @@ block width. Per step:
               finish;  pass 2 (reads W: the rest of the row partials) -> output-side finish
 
 That is 2 reads of W and 1 write of W' forward, 2 reads of W and 1 of dL/dW' backward, all in the weights' own
-dtype (the previous form kept W H in float32 and read or wrote it 5 times per step). H200, SD 1.5, bs 4, n = 4:
-column sums 0.18 ms + fold 0.19 ms forward, backward passes 0.62 + 0.22 ms (the previous form: 0.90 and 2.3 ms).
+dtype. H200, SD 1.5, bs 4, n = 4: column sums 0.18 ms + fold 0.19 ms forward, backward passes 0.62 + 0.22 ms.
 """
 
 from __future__ import annotations
@@ -20,13 +19,13 @@ import math
 import torch
 import triton
 
-from .layout import Layout, _pow2_dividing, _table, finish
+from .layout import Layout, finish, pow2_dividing, work_table
 from .triton_reflect import EPS
-from .twosided_kernels import (NCOL, tile_backward_kernel, tile_backward_rows_kernel, tile_fold_kernel,
-                               tile_reduce_kernel)
+from .two_sided_kernels import (NCOL, two_sided_backward_kernel, two_sided_backward_rows_kernel, two_sided_fold_kernel,
+                                two_sided_reduce_kernel)
 
 
-def _chunk_rows(B: int) -> int:
+def chunk_rows(B: int) -> int:
     """Rows per work item for a row block of B rows: about 64, the block split evenly."""
     return math.ceil(B / max(1, round(B / 64)))
 
@@ -36,21 +35,21 @@ def column_partials(shapes: list[tuple], n: int) -> int:
     total = 0
     for f, d in shapes:
         B = f // n
-        total += n * math.ceil(B / _chunk_rows(B)) * 2 * d
+        total += n * math.ceil(B / chunk_rows(B)) * 2 * d
     return total
 
 
-class TileLaunch:
+class TwoSidedLaunch:
     """The work items whose column blocks pad to ``bb``, with their input-side finish rows."""
 
     def __init__(self, rows: list, fin: list, bb: int, device):
         self.bb = bb
         self.unit = all(r[2] == 1 for r in rows)
         # W offset and leading dim, flat offset and leading dim, block extent
-        self.align = _pow2_dividing(r[c] for r in rows for c in (0, 1, 3, 4, 13)) if self.unit else 1
+        self.align = pow2_dividing(r[c] for r in rows for c in (0, 1, 3, 4, 13)) if self.unit else 1
         self.bm = max(1, 2048 // bb)
         self.warps = 4 if bb * self.bm <= 2048 else 8
-        self.tab, self.fin, self.items = _table(rows, NCOL, device), _table(fin, 7, device), len(rows)
+        self.tab, self.fin, self.items = work_table(rows, NCOL, device), work_table(fin, 7, device), len(rows)
 
     def opts(self) -> dict:
         return dict(UNIT=self.unit, ALIGN=self.align, BM=self.bm, BB=self.bb, NCOL=NCOL, num_warps=self.warps)
@@ -67,7 +66,7 @@ class TwoSidedPlan(Layout):
         for li, ((f, d), w, (u, v, s, t)) in enumerate(zip(self.shapes, weights, prm)):
             b, B = d // n, f // n
             bb, bbo = triton.next_power_of_2(b), triton.next_power_of_2(B)
-            R = _chunk_rows(B)
+            R = chunk_rows(B)
             K = math.ceil(B / R)
             cp = self.cp_total  # column partials: per (J, k) a row of 2d (A part, C part)
             rp = self.rp_total  # row partials: per (J, j) a slot of 2 bbo (s part, t part)
@@ -91,16 +90,16 @@ class TwoSidedPlan(Layout):
                 out_fins.setdefault(bbo, []).append([rp + J * n * 2 * bbo, n, self.po(s) + J * B, self.po(t) + J * B,
                                                      B, self.gof[(li, 2)] + J * B, self.gof[(li, 3)] + J * B])
         assert self.cp_total == column_partials(self.shapes, n)
-        self.launches = [TileLaunch(r, f, bb, self.device) for bb, (r, f) in sorted(classes.items())]
-        self.out_fins = [(bbo, _table(r, 7, self.device)) for bbo, r in sorted(out_fins.items())]
+        self.launches = [TwoSidedLaunch(r, f, bb, self.device) for bb, (r, f) in sorted(classes.items())]
+        self.out_fins = [(bbo, work_table(r, 7, self.device)) for bbo, r in sorted(out_fins.items())]
 
     def fold(self, dtype: torch.dtype, su: float, sv: float) -> tuple[torch.Tensor, tuple]:
         cp = torch.empty(self.cp_total, device=self.device, dtype=torch.float32)
         for L in self.launches:
-            tile_reduce_kernel[(L.items,)](self.wbase, cp, self.pbase, L.tab, EPS, **L.opts())
+            two_sided_reduce_kernel[(L.items,)](self.wbase, cp, self.pbase, L.tab, EPS, **L.opts())
         flat = torch.empty(self.total, device=self.device, dtype=dtype)
         for L in self.launches:
-            tile_fold_kernel[(L.items,)](self.wbase, flat, cp, self.pbase, L.tab, su, sv, EPS, **L.opts())
+            two_sided_fold_kernel[(L.items,)](self.wbase, flat, cp, self.pbase, L.tab, su, sv, EPS, **L.opts())
         return flat, (cp,)  # the column sums serve the backward
 
     def backward(self, g: torch.Tensor, saved: tuple, su: float, sv: float) -> torch.Tensor:
@@ -111,11 +110,12 @@ class TwoSidedPlan(Layout):
         rp = torch.empty(self.rp_total, device=dev, dtype=torch.float32)
         for L in self.launches:
             part = torch.empty((L.items, 2, L.bb), device=dev, dtype=torch.float32)
-            tile_backward_kernel[(L.items,)](g, self.wbase, cp, gp, part, rp, self.pbase, L.tab, su, sv, EPS,
-                                             **L.opts())
+            two_sided_backward_kernel[(L.items,)](g, self.wbase, cp, gp, part, rp, self.pbase, L.tab, su, sv, EPS,
+                                                  **L.opts())
             finish(part, self.pbase, out, L.fin, L.bb, True)
         for L in self.launches:
-            tile_backward_rows_kernel[(L.items,)](self.wbase, gp, rp, self.pbase, L.tab, su, sv, EPS, **L.opts())
+            two_sided_backward_rows_kernel[(L.items,)](self.wbase, gp, rp, self.pbase, L.tab, su, sv, EPS,
+                                                       **L.opts())
         for bbo, fin in self.out_fins:
             finish(rp, self.pbase, out, fin, bbo, True)
         return out

@@ -7,7 +7,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 
 import ether_diffusion as ed
 from ether_diffusion.models.unet_configs import SD15_UNET, SD21_UNET, TINY_UNET, build_unet
-from ether_diffusion.processor import EtherAttnProcessor
+from ether_diffusion.layer import EtherAttnProcessor
 
 from .helpers import IDENTITY_METHODS, perturb, tiny_unet, unet_inputs
 
@@ -64,7 +64,7 @@ def test_only_adapter_parameters_train_and_base_is_untouched():
 def test_target_modules_by_name_and_errors():
     unet = tiny_unet()
     ed.apply_ether(unet, ed.EtherConfig(method="ether", n_blocks=4, target_modules=("attn2.to_k", "attn2.to_v")))
-    layers = ed.patch.get_state(unet).layers
+    layers = ed.state.get_state(unet).layers
     assert layers and all(k.endswith(("attn2.to_k", "attn2.to_v")) for k in layers)
     with pytest.raises(ed.EtherError, match="already has"):
         ed.apply_ether(unet, ed.EtherConfig())

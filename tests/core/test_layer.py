@@ -5,7 +5,8 @@ import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from ether_diffusion import functional as Fn
-from ether_diffusion.processor import EtherAttnProcessor, get_projection
+from ether_diffusion.layer import EtherAttnProcessor
+from ether_diffusion.projection import get_projection
 
 from .helpers import IDENTITY_METHODS, perturb
 

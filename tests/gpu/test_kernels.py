@@ -1,4 +1,5 @@
-"""The fused Triton forms against the plain-PyTorch reference, on a GPU (run through the device tool).
+"""The Triton forms (the per-layer activation form, the step fold) against the plain-PyTorch reference, on a GPU
+(run through the device tool).
 
     python -m pytest tests/gpu -q          # skipped where CUDA or triton is absent
 
@@ -10,8 +11,11 @@ PyTorch path under the same autocast plus 2e-3.
 import pytest
 import torch
 
+import ether_diffusion as ed
 from ether_diffusion import functional as Fn
 from ether_diffusion import kernels
+from ether_diffusion.layer import per_layer_linear
+from ether_diffusion.projection import get_projection
 
 pytestmark = [
     pytest.mark.gpu,
@@ -68,16 +72,15 @@ def reference(method, x, w, bias, p_in, p_out, g):
 
 
 def fast(impl, method, x, w, bias, p_in, p_out, g):
-    return run(lambda *a: kernels.adapted_linear(*a[:3], method, *a[3:], impl=impl), x, w, bias, p_in, p_out, g)
+    return run(lambda *a: per_layer_linear(*a[:3], method, *a[3:], impl=impl), x, w, bias, p_in, p_out, g)
 
 
-@pytest.mark.parametrize("form", ["act", "fold"])
 @pytest.mark.parametrize("method", ["ether", "ether_plus"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_float32_matches_reference(method, form, shape):
+def test_float32_matches_reference(method, shape):
     x, w, bias, p_in, p_out = make(method, *shape, seed=sum(shape), noncontig=shape[0] > 1)
     g = torch.randn(*shape[:2], shape[3], device=DEV)
-    out = fast(form, method, x, w, bias, p_in, p_out, g)
+    out = fast("act", method, x, w, bias, p_in, p_out, g)
     ref = reference(method, x, w, bias, p_in, p_out, g)
     n = shape[4]
     for i, (a, b) in enumerate(zip(out, ref)):
@@ -89,15 +92,14 @@ def test_float32_matches_reference(method, form, shape):
         assert rel(a, b) < (1e-5 if i == 0 else 1e-4), (i, rel(a, b))
 
 
-@pytest.mark.parametrize("form", ["act", "fold"])
 @pytest.mark.parametrize("method", ["ether", "ether_plus"])
 @pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: "x".join(map(str, s)))
-def test_bf16_autocast_matches_reference(method, form, shape):
+def test_bf16_autocast_matches_reference(method, shape):
     """bf16 weights and activations under autocast, float32 adapter parameters (the training setup)."""
     x, w, bias, p_in, p_out = make(method, *shape, seed=7, dtype=torch.bfloat16)
     g = torch.randn(*shape[:2], shape[3], device=DEV, dtype=torch.bfloat16)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = fast(form, method, x, w, bias, p_in, p_out, g)
+        out = fast("act", method, x, w, bias, p_in, p_out, g)
         plain = fast("torch", method, x, w, bias, p_in, p_out, g)
     ref = reference(method, x, w, bias, p_in, p_out, g)
     assert out[0].dtype == torch.bfloat16
@@ -125,26 +127,14 @@ def test_every_output_element_is_written(method):
     assert torch.isfinite(dx).all()
 
 
-@pytest.mark.parametrize("method", ["ether", "ether_plus"])
-def test_fold_forms_equal_activation_forms(method):
-    """Folding H̃ W H into the weight computes the same layer as mapping the activations (both Triton forms)."""
-    shape = (2, 300, 64, 96, 4)
-    x, w, bias, p_in, p_out = make(method, *shape, seed=3)
-    g = torch.randn(2, 300, 96, device=DEV)
-    outs = {form: fast(form, method, x, w, bias, p_in, p_out, g) for form in ("act", "fold", "torch_fold")}
-    for a, b, c in zip(outs["act"], outs["fold"], outs["torch_fold"]):
-        assert rel(a, b) < 1e-5 and rel(c, b) < 1e-5
-
-
 def perturbed_tiny_unet(method: str, impl: str):
     """The tiny UNet on DEV with ``method`` (n_blocks 4) in form ``impl``, its parameters moved off their init; also
     the inputs of a step: (unet, params, sample (requires grad), text)."""
-    import ether_diffusion as ed
     from ether_diffusion.models.unet_configs import TINY_UNET, build_unet
 
     unet = build_unet(TINY_UNET, device=DEV, seed=0)
     ed.apply_ether(unet, ed.EtherConfig(method, 4, init_seed=0))
-    kernels.set_impl(unet, impl)
+    ed.set_impl(unet, impl)
     params = ed.ether_parameters(unet)
     with torch.no_grad():
         for i, p in enumerate(params):
@@ -204,7 +194,7 @@ def test_compiled_step_form_equals_torch(method):
             opt.step()
             results[impl].append((loss.detach(), grads))
         if impl == "auto":
-            assert unet._ether_step_fold.traced is None and len(graphs) == first
+            assert ed.state.get_state(unet).step_fold.traced is None and len(graphs) == first
             ops = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
             assert sum("ether_diffusion.step_fold" in o for o in ops) == 1, ops
     for (la, ga), (lt, gt) in zip(results["auto"], results["torch"]):
@@ -219,13 +209,12 @@ def test_step_fold_sd15_shapes_bf16(method, n):
     """The one-launch fold of every layer (impl 'step', the training default) on SD 1.5's attention shapes, bf16
     weights under autocast: outputs and gradients against the float64 reference, per layer, over two optimiser
     steps (the second must see the updated parameters) and in no-grad mode (cached W')."""
-    import ether_diffusion as ed
     from ether_diffusion.models.unet_configs import SD15_UNET, build_unet
 
     cfg = dict(SD15_UNET, block_out_channels=[320, 640, 1280, 1280], layers_per_block=1)
     unet = build_unet(cfg, device=DEV, seed=0).to(torch.bfloat16)
     ed.apply_ether(unet, ed.EtherConfig(method, n, init_seed=0))
-    state = ed.patch.get_state(unet)
+    state = ed.state.get_state(unet)
     params = ed.ether_parameters(unet)
     with torch.no_grad():
         for i, p in enumerate(params):
@@ -265,13 +254,9 @@ def test_step_fold_sd15_shapes_bf16(method, n):
 
 
 def proc_attn(unet, proc):
-    import ether_diffusion as ed
-
-    name = next(k for k, v in ed.patch.get_state(unet).processors.items() if v is proc)
+    name = next(k for k, v in ed.state.get_state(unet).processors.items() if v is proc)
     return unet.get_submodule(name)
 
 
 def get_linear(unet, name, p):
-    from ether_diffusion.processor import get_projection
-
     return get_projection(unet.get_submodule(name), p)

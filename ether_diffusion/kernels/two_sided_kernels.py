@@ -1,5 +1,5 @@
 """Triton kernels of the two-sided (ETHER+) step fold: W' = H̃ W H in one reduce pass and one write pass, and its
-gradients in two read passes, with no W H buffer (tables and autograd in ``twosided``).
+gradients in two read passes, with no W H buffer (tables and launches in ``two_sided``).
 
 Per layer, with blocks j of the d columns (û_j, v̂_j), blocks J of the f rows (ŝ_J, t̂_J), su/sv the coefficients:
 
@@ -101,8 +101,8 @@ def _tile(i, ib, M, b, w_ld, w_st, o_ld, UNIT: tl.constexpr, ALIGN: tl.constexpr
 
 
 @triton.jit
-def tile_reduce_kernel(W, CP, PRM, TAB, eps, UNIT: tl.constexpr, ALIGN: tl.constexpr, BM: tl.constexpr,
-                       BB: tl.constexpr, NCOL: tl.constexpr):
+def two_sided_reduce_kernel(W, CP, PRM, TAB, eps, UNIT: tl.constexpr, ALIGN: tl.constexpr, BM: tl.constexpr,
+                            BB: tl.constexpr, NCOL: tl.constexpr):
     # forward, pass 1: this chunk's parts of A0 = Σ ŝ_r W_r and C0 = Σ t̂_r W_r
     k = tl.program_id(0)
     w_off, w_ld, w_st, o_off, o_ld = _item(TAB, k, NCOL, ALIGN)
@@ -125,8 +125,8 @@ def tile_reduce_kernel(W, CP, PRM, TAB, eps, UNIT: tl.constexpr, ALIGN: tl.const
 
 
 @triton.jit
-def tile_fold_kernel(W, Y, CP, PRM, TAB, su, sv, eps, UNIT: tl.constexpr, ALIGN: tl.constexpr, BM: tl.constexpr,
-                     BB: tl.constexpr, NCOL: tl.constexpr):
+def two_sided_fold_kernel(W, Y, CP, PRM, TAB, su, sv, eps, UNIT: tl.constexpr, ALIGN: tl.constexpr,
+                          BM: tl.constexpr, BB: tl.constexpr, NCOL: tl.constexpr):
     # forward, pass 2: W'_r = W_r + su P_r û + sv Q_r v̂ + su ŝ_r A + sv t̂_r C for the chunk's rows
     k = tl.program_id(0)
     w_off, w_ld, w_st, o_off, o_ld = _item(TAB, k, NCOL, ALIGN)
@@ -152,10 +152,10 @@ def tile_fold_kernel(W, Y, CP, PRM, TAB, su, sv, eps, UNIT: tl.constexpr, ALIGN:
 
 
 @triton.jit
-def tile_backward_kernel(G, W, CP, GP, PART, RP, PRM, TAB, su, sv, eps, UNIT: tl.constexpr, ALIGN: tl.constexpr,
-                         BM: tl.constexpr, BB: tl.constexpr, NCOL: tl.constexpr):
+def two_sided_backward_kernel(G, W, CP, GP, PART, RP, PRM, TAB, su, sv, eps, UNIT: tl.constexpr,
+                              ALIGN: tl.constexpr, BM: tl.constexpr, BB: tl.constexpr, NCOL: tl.constexpr):
     # backward, pass 1: this chunk's parts of GA, GC (into GP), its rows' su G_r·A and sv G_r·C (into RP), and its
-    # input-side partial gradients (into PART[item] = (su ..., sv ...), summed by gfinish_kernel)
+    # input-side partial gradients (into PART[item] = (su ..., sv ...), summed by finish_kernel)
     k = tl.program_id(0)
     w_off, w_ld, w_st, o_off, o_ld = _item(TAB, k, NCOL, ALIGN)
     row = TAB + k * NCOL
@@ -203,8 +203,8 @@ def tile_backward_kernel(G, W, CP, GP, PART, RP, PRM, TAB, su, sv, eps, UNIT: tl
 
 
 @triton.jit
-def tile_backward_rows_kernel(W, GP, RP, PRM, TAB, su, sv, eps, UNIT: tl.constexpr, ALIGN: tl.constexpr,
-                              BM: tl.constexpr, BB: tl.constexpr, NCOL: tl.constexpr):
+def two_sided_backward_rows_kernel(W, GP, RP, PRM, TAB, su, sv, eps, UNIT: tl.constexpr, ALIGN: tl.constexpr,
+                                   BM: tl.constexpr, BB: tl.constexpr, NCOL: tl.constexpr):
     # backward, pass 2 (GA, GC complete): adds su (W H)_r·GA and sv (W H)_r·GC to the chunk's rows in RP
     k = tl.program_id(0)
     w_off, w_ld, w_st, o_off, o_ld = _item(TAB, k, NCOL, ALIGN)

@@ -1,11 +1,12 @@
-"""Bookkeeping of the step-fold form (launches in ``grouped`` and ``twosided``): which layers, when
-to refold, what each layer gets.
+"""The step fold: every adapted layer of a model folded at once, W'_l = H̃_l W_l H_l, once per forward of the model.
+This module is its bookkeeping: which layers, when to refold, what each layer gets (the fold itself:
+``step_fold_ops``, on the plans of ``one_sided`` and ``two_sided``).
 
-A model prepared by ``apply_ether`` carries one ``StepFold`` shared by its processors (``kernels.attach``). Each
+A model prepared by ``apply_ether`` carries one ``StepFold`` shared by its processors (``state.step_fold``). Each
 adapted projection asks it for its folded weight W' and runs ``F.linear(x, W', b)``. All layers are refolded at once,
 in one pass (a launch per block width), when
 
-- a forward of the model begins (its forward pre-hook counts forwards: ``patch.apply_ether``): a value written
+- a forward of the model begins (its forward pre-hook counts forwards: ``hooks.on_forward``): a value written
   behind autograd's back between two forwards (``param.data.copy_``, as diffusers' ``EMAModel.copy_to`` does)
   changes no ``_version``, so no W' outlives the forward that folded it,
 - a layer asks twice with gradients on (gradient checkpointing's recompute),
@@ -18,17 +19,18 @@ A sampling step without gradients folds once and runs every projection at the me
 Gradient checkpointing recomputes a layer inside the backward: that refolds once (same values); the gradients still
 flow through the forward's own fold. A call made while some layer does not hold its whole weight or parameters (a
 sharding wrapper such as FSDP swaps in partial views between its units' forwards) is not folded: that projection
-takes the per-layer form instead.
+takes its per-layer form instead.
 
 Projections that share their input (q, k, v of self-attention; k, v of cross-attention: ``SHARED``) and sit side by
 side in the flat buffer form one *segment*: their W' rows are adjacent, so ``linear_many`` runs them as one GEMM on
 a (Σ f, d) view, as diffusers' ``fuse_qkv_projections`` does for the frozen model (one GEMM forward, one for dx and
 one for dL/dW' backward, where three projections take three of each).
 
-Under ``torch.compile`` (the model compiled whole) the same fold runs as one custom op (``ops.step_fold``) at the
-forward's first adapted projection, and the W' are dropped once every layer has taken its own: the compiled graph
-holds one fold and one fold backward for the whole model, the compiler owns every layer's GEMMs, and nothing outlives
-the forward for the compiler to guard on or return (forward hooks clear what a partial forward would leave).
+Under ``torch.compile`` (the model compiled whole) the same fold runs as one custom op
+(``step_fold_ops.compiled_step_fold``) at the forward's first adapted projection, and the W' are dropped once every
+layer has taken its own: the compiled graph holds one fold and one fold backward for the whole model, the compiler
+owns every layer's GEMMs, and nothing outlives the forward for the compiler to guard on or return (the model's
+forward hooks call ``drop_traced``, clearing what a partial forward would leave).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from .device import _compiling, _on_device, autocast_dtype
+from .device import SIGNS, autocast_dtype, is_compiling, on_device
 
 
 SHARED = ("to_q", "to_k", "to_v")  # projections that may share an input (and so a segment)
@@ -82,17 +84,15 @@ class StepFold:
     """Every adapted layer of one model: ``layers`` = [(processor, projection name, nn.Linear)]; ``cross``: ids of
     the cross-attention processors."""
 
-    share_inputs = True  # False: every projection its own GEMM (``linear_many`` declines; for A/B benchmarks)
-    forwards = None  # the model's forward counter (``kernels.attach``): a fold serves one forward
-
-    def __init__(self, layers: list, method: str, n: int, cross: frozenset = frozenset(), layout: tuple = None):
+    def __init__(self, layers: list, method: str, n: int, cross: frozenset = frozenset(), forwards=None,
+                 layout: tuple = None):
         self.layers = layers
+        self.forwards = forwards  # the model's forward counter (``state.ForwardCounter``): a fold serves one forward
         self.index = {(id(proc), p): i for i, (proc, p, _) in enumerate(layers)}
         self.cross = cross
         self.segments, self.where, self.seg_shapes = layout or _layout(layers, cross)
         self.method, self.n = method, n
-        self.su, self.sv = (-2.0, 0.0) if method == "ether" else (-1.0, 1.0)
-        self.plan = self.plan_key = None
+        self.su, self.sv = SIGNS[method]
         self.weights = self.meta = self.dtype = None
         self.grad = False
         self.handed: set[int] = set()
@@ -107,8 +107,8 @@ class StepFold:
         cross = frozenset(id(new_proc) for (proc, _, _), (new_proc, _, _) in zip(self.layers, layers)
                           if id(proc) in self.cross)
         # the layout as it is: the copied processors are not filled in yet
-        new.__init__(layers, self.method, self.n, cross, (self.segments, self.where, self.seg_shapes))
-        new.forwards = copy.deepcopy(self.forwards, memo)  # the copied model's own counter
+        forwards = copy.deepcopy(self.forwards, memo)  # the copied model's own counter
+        new.__init__(layers, self.method, self.n, cross, forwards, (self.segments, self.where, self.seg_shapes))
         return new
 
     def _whole(self, adapters: list) -> bool:
@@ -121,21 +121,18 @@ class StepFold:
                 return False
         return True
 
-    def _fold(self, dtype: torch.dtype) -> bool:
-        from .grouped import StepFoldFn
-        from .plans import make_plan
+    def fold(self, dtype: torch.dtype) -> bool:
+        """Fold every layer now, with gradients where they are on (False, folding nothing, while some layer is not
+        whole)."""
+        from .step_fold_ops import eager_step_fold
 
         self.weights = None  # free the previous W' before allocating the next
         adapters = [proc.adapter(p) for proc, p, _ in self.layers]
         if not self._whole(adapters):
             return False
         weights = [lin.weight for _, _, lin in self.layers]
-        prm = [_flat(*a.params()) for a in adapters]
-        key = tuple(w.data_ptr() for w in weights) + tuple(p.data_ptr() for ps in prm for p in ps if p is not None)
-        if key != self.plan_key:
-            self.plan, self.plan_key = make_plan(weights, prm, self.n), key
-        flat = [p for ps in prm for p in ps if p is not None]
-        self.weights = StepFoldFn.apply(self.plan, dtype, self.su, self.sv, self.seg_shapes, *flat)  # per segment
+        params = _flat_params(adapters)
+        self.weights = eager_step_fold(weights, params, self.n, self.su, self.sv, dtype, self.seg_shapes)  # per segment
         self.meta = [tuple((t, t._version, t.data_ptr()) for t in (*_tensors(a), w)) for a, w in zip(adapters, weights)]
         self.grad, self.dtype = torch.is_grad_enabled(), dtype
         self.forward = self.forwards.count if self.forwards is not None else None
@@ -152,14 +149,14 @@ class StepFold:
         op into ``traced`` (False where the step form does not apply: the layers take their per-layer form)."""
         weights = [lin.weight for _, _, lin in self.layers]
         adapters = [proc.adapter(p) for proc, p, _ in self.layers]
-        if not _on_device(weights[0]) or not self._whole(adapters) or any(
+        if not on_device(weights[0]) or not self._whole(adapters) or any(
                 lin.weight.requires_grad or (lin.bias is not None and lin.bias.requires_grad)
                 for _, _, lin in self.layers):
             return False
-        from .ops import step_fold
+        from .step_fold_ops import compiled_step_fold
 
-        self.traced = step_fold(weights, [_flat(*a.params()) for a in adapters], self.n, self.su, self.sv,
-                                autocast_dtype(weights[0]), self.seg_shapes)
+        self.traced = compiled_step_fold(weights, _flat_params(adapters), self.n, self.su, self.sv,
+                                         autocast_dtype(weights[0]), self.seg_shapes)
         self.left = len(self.layers)
         return True
 
@@ -171,7 +168,7 @@ class StepFold:
         if i is None or self.layers[i][2] is not linear:
             return None
         w, b = linear.weight, linear.bias
-        if not _compiling() and (w.requires_grad or (b is not None and b.requires_grad) or not _on_device(x)):
+        if not is_compiling() and (w.requires_grad or (b is not None and b.requires_grad) or not on_device(x)):
             return None
         folded = self._take([i], x)
         return None if folded is None else F.linear(x, folded, b)
@@ -182,13 +179,13 @@ class StepFold:
         frozen, bias-free layers, ``modules`` (the projections' modules now, which the caller checks are bare,
         ``projection.is_plain``) the very ones folded; else None (the caller takes them one by one)."""
         idx = [self.index.get((id(proc), p)) for p in projections]
-        if (not self.share_inputs or None in idx or len(idx) < 2
+        if (None in idx or len(idx) < 2
                 or idx != list(self.segments[self.where[idx[0]][0]])
                 or any(m is not self.layers[i][2] for i, m in zip(idx, modules))):
             return None
-        if not _compiling():
+        if not is_compiling():
             lins = [self.layers[i][2] for i in idx]
-            if not _on_device(x) or any(lin.weight.requires_grad or lin.bias is not None for lin in lins):
+            if not on_device(x) or any(lin.weight.requires_grad or lin.bias is not None for lin in lins):
                 return None
         folded = self._take(idx, x)  # (Σ f, d)
         if folded is None:
@@ -197,7 +194,7 @@ class StepFold:
 
     def _take(self, idx: list[int], x: torch.Tensor) -> torch.Tensor | None:
         # the folded weight of layers idx (adjacent, in one segment): a segment's view or rows of it
-        if _compiling():
+        if is_compiling():
             if self.traced is None and not self.trace_fold():
                 return None
             seg = self.traced[self.where[idx[0]][0]]
@@ -224,7 +221,7 @@ class StepFold:
                 if not _unchanged(self.meta[i], proc.adapter(p), lin.weight):
                     stale = True
                     break
-        if stale and not self._fold(dtype):
+        if stale and not self.fold(dtype):
             return None
         w = self.weights[self.where[idx[0]][0]]
         if grad:
@@ -232,11 +229,10 @@ class StepFold:
             return w
         return w.detach() if self.grad else w  # folded without gradients: no graph to cut
 
-
-def clear(model, *args) -> None:
-    """Forward pre-hook and hook (``kernels.attach``): a compiled forward's W' never outlive it, nor reach the next
-    forward (a forward whose layers were not all called would otherwise leave them)."""
-    model._ether_step_fold.traced = None
+    def drop_traced(self) -> None:
+        """At the start and end of every forward (the model's hooks): a compiled forward's W' never outlive it, nor
+        reach the next forward (a forward whose layers were not all called would otherwise leave them)."""
+        self.traced = None
 
 
 def _tensors(adapter) -> tuple:
@@ -260,8 +256,10 @@ def _unchanged(meta: tuple, adapter, weight: torch.Tensor) -> bool:
     return k == last and _same(meta, k, weight)
 
 
-def _flat(p_in: dict, p_out: dict | None) -> tuple:
-    # (u_in, v_in, u_out, v_out), None where absent
-    if p_out is None:
-        return p_in["u"], p_in.get("v"), None, None
-    return p_in["u"], p_in.get("v"), p_out["u"], p_out.get("v")
+def _flat_params(adapters: list) -> list[torch.Tensor]:
+    # per layer u_in, v_in, u_out, v_out, the absent ones left out (all layers alike)
+    out = []
+    for adapter in adapters:
+        p_in, p_out = adapter.params()
+        out += [p_in["u"], p_in.get("v")] + ([p_out["u"], p_out.get("v")] if p_out is not None else [])
+    return [p for p in out if p is not None]

@@ -1,9 +1,12 @@
-"""apply / merge / unmerge / remove ETHER-family adapters on any diffusers model with `Attention` layers.
+"""Every model-level verb of ETHER-family adapters on any diffusers model with `Attention` layers: apply / remove,
+merge / unmerge, the trainable parameters, the adapters' values by name, named adapters (``adapter_names``,
+``set_active_adapter``), how mixed batches run (``set_mixed_form``) and how projections run (``set_impl``).
 
-Works on `UNet2DConditionModel` (SD 1.x / 2.x) and `ControlNetModel`: processors are installed on each adapted
-`Attention`, and the bookkeeping lives in a plain attribute ``model._ether`` (an `EtherState`). ``hooks`` keeps
-diffusers' own switches (attention slicing, xformers, processor changes, ``save_pretrained``) from turning the
-adapter off silently.
+Works on `UNet2DConditionModel` (SD 1.x / 2.x) and `ControlNetModel`: processors (``layer.EtherAttnProcessor``) are
+installed on each adapted `Attention`, and the bookkeeping lives in a plain attribute ``model._ether`` (a
+``state.EtherState``). ``hooks`` keeps diffusers' own switches (attention slicing, xformers, processor changes,
+``save_pretrained``) from turning the adapter off silently. On CUDA with triton, ether and ether_plus models carry
+one ``kernels.StepFold`` shared by their processors: every layer folded once per forward.
 
 Composition with a LoRA (PEFT / diffusers, e.g. ``pipe.load_lora_weights``) on the same projection, in either order:
 the processor calls the projection module on the transformed input, so the LoRA sees the reflected input,
@@ -13,6 +16,7 @@ the processor calls the projection module on the transformed input, so the LoRA 
 
 from __future__ import annotations
 
+import importlib
 from types import MethodType
 
 import torch
@@ -21,15 +25,15 @@ import torch.nn as nn
 from . import functional as Fn
 from . import hooks
 from .config import PROJECTIONS, EtherConfig
-from .kernels import attach, detach
-from .processor import EtherAttnProcessor, check_adapter_name, stock_options
+from .kernels import TRITON_METHODS, StepFold, triton_available
+from .layer import DEFAULT_ADAPTER, IMPLS, MIXED_FORMS, EtherAttnProcessor, check_adapter_name, stock_options
 from .projection import get_projection
-from .multi import check_loaded
-from .state import STATE_ATTR, EtherError, EtherState, get_state
+from .state import STATE_ATTR, EtherError, EtherState, UnknownAdapterError, get_state
 
-__all__ = ["EtherError", "EtherState", "adapter_state_dict", "apply_ether", "attention_modules", "check_adapter_name",
-           "check_loaded", "ether_parameters", "get_state", "merge_ether", "remove_ether", "target_layers",
-           "unmerge_ether"]
+__all__ = ["EtherError", "EtherState", "adapter_names", "adapter_state_dict", "apply_ether", "attention_modules",
+           "check_loaded", "ether_parameters", "get_state", "load_adapter_state_dict", "merge_ether",
+           "prepare_adapter", "remove_ether", "set_active_adapter", "set_impl", "set_mixed_form", "split_layer_name",
+           "target_layers", "unmerge_ether"]
 
 
 # ------------------------------------------------------------------ discovery
@@ -65,8 +69,8 @@ def target_layers(model: nn.Module, config: EtherConfig) -> dict[str, tuple[int,
     return layers
 
 
-def _split(layer: str) -> tuple[str, str]:
-    # "a.b.attn1.to_out.0" -> ("a.b.attn1", "to_out.0")
+def split_layer_name(layer: str) -> tuple[str, str]:
+    """'<attn>.<projection>' -> (attention module name, projection), e.g. "a.attn1.to_out.0" -> ("a.attn1", "to_out.0")."""
     for p in PROJECTIONS:
         if layer.endswith("." + p):
             return layer[: -len(p) - 1], p
@@ -87,7 +91,7 @@ def apply_ether(model: nn.Module, config: EtherConfig, attention: str | None = N
         raise ValueError(f"attention must be 'sdpa' or 'xformers', got {attention!r}")
     if attention == "xformers":
         try:
-            import xformers.ops  # noqa: F401
+            importlib.import_module("xformers.ops")
         except ImportError:
             raise ImportError("attention='xformers' needs xformers: pip install xformers") from None
     layers = target_layers(model, config)  # validates before anything changes
@@ -96,7 +100,7 @@ def apply_ether(model: nn.Module, config: EtherConfig, attention: str | None = N
 
     by_attn: dict[str, dict[str, tuple[int, int]]] = {}
     for layer, shape in layers.items():
-        attn_name, p = _split(layer)
+        attn_name, p = split_layer_name(layer)
         by_attn.setdefault(attn_name, {})[p] = shape
     attentions = {name: model.get_submodule(name) for name in by_attn}
     original = {name: attn.processor for name, attn in attentions.items()}
@@ -124,8 +128,30 @@ def apply_ether(model: nn.Module, config: EtherConfig, attention: str | None = N
             setattr(model, method, MethodType(guard, model))
     model.register_forward_pre_hook(hooks.on_forward, with_kwargs=True)
     model.register_load_state_dict_post_hook(hooks.drop_missing_adapter_keys)
-    attach(model)  # the fused step-fold path (kernels/): one shared fold per model, lazy, nothing on CPU
+    _attach_step_fold(model, state)
     return model
+
+
+def _attach_step_fold(model: nn.Module, state: EtherState) -> None:
+    # one StepFold shared by the processors (cheap, lazy: nothing is folded before a forward on the device); each
+    # layer is its projection's own nn.Linear (a LoRA layer's base layer): the step fold serves a projection while
+    # that very module is called bare (``projection.is_plain``)
+    if state.config.method not in TRITON_METHODS or not triton_available():
+        return
+    layers = [(proc, p, _base_layer(get_projection(state.attentions[name], p)))
+              for name, proc in state.processors.items() for p in proc.shapes]
+    cross = frozenset(id(proc) for name, proc in state.processors.items()
+                      if getattr(state.attentions[name], "is_cross_attention", False))
+    state.step_fold = StepFold(layers, state.config.method, state.config.n_blocks, cross, state.forwards)
+    for proc in state.processors.values():
+        proc.step_fold = state.step_fold
+    model.register_forward_pre_hook(hooks.drop_traced)  # what a compiled forward folded never reaches the next one
+    model.register_forward_hook(hooks.drop_traced)
+
+
+def _base_layer(module: nn.Module) -> nn.Module:
+    get_base = getattr(module, "get_base_layer", None)
+    return get_base() if get_base is not None else module
 
 
 def ether_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -150,11 +176,11 @@ def remove_ether(model: nn.Module) -> nn.Module:
     for method in hooks.GUARDED_MODEL_METHODS:
         model.__dict__.pop(method, None)
     for registry, hook in ((model._forward_pre_hooks, hooks.on_forward),
+                           (model._forward_pre_hooks, hooks.drop_traced), (model._forward_hooks, hooks.drop_traced),
                            (model._load_state_dict_post_hooks, hooks.drop_missing_adapter_keys)):
         for k in [k for k, h in registry.items() if h is hook]:
             del registry[k]
             model._forward_pre_hooks_with_kwargs.pop(k, None)
-    detach(model)
     for n, p in model.named_parameters():
         p.requires_grad_(state.requires_grad.get(n, p.requires_grad))
     delattr(model, STATE_ATTR)
@@ -190,7 +216,7 @@ def _weights(module: nn.Module, layer: str) -> dict[str, nn.Parameter]:
     return tensors
 
 
-def _fold(name: str, t: torch.Tensor, method: str, p_in, p_out) -> torch.Tensor:
+def _merged(name: str, t: torch.Tensor, method: str, p_in, p_out) -> torch.Tensor:
     # the base weight gets both maps, a LoRA's A (r, d) the input map (A H), its B (f, r) the output map (H̃ B)
     if name == "weight":
         return Fn.fold_weight(t, method, p_in, p_out)
@@ -216,7 +242,7 @@ def merge_ether(model: nn.Module) -> nn.Module:
         p_in, p_out = proc.adapter(p).params()
         state.saved_weights[layer] = {n: t.detach().to("cpu", copy=True) for n, t in tensors.items()}
         for n, t in tensors.items():
-            t.copy_(_fold(n, t, method, p_in, p_out))
+            t.copy_(_merged(n, t, method, p_in, p_out))
     for name, attn in state.attentions.items():
         hooks.install(attn, state.processors[name].stock())
     state.merged = True
@@ -259,6 +285,7 @@ def unmerge_ether(model: nn.Module) -> nn.Module:
     return model
 
 
+# ------------------------------------------------------------------ adapter values, by name
 def adapter_state_dict(model: nn.Module, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
     """'<attn>.<projection>.<in|out>.<param>' -> tensor, for one named adapter (the active one by default)."""
     state = get_state(model)
@@ -272,3 +299,77 @@ def adapter_state_dict(model: nn.Module, adapter_name: str | None = None) -> dic
                     out[f"{attn_name}.{p}.{side}.{k}"] = t.detach()
     return out
 
+
+def load_adapter_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy '<attn>.<projection>.<in|out>.<param>' -> tensor (``adapter_state_dict``'s keys) into the active adapter,
+    each in its parameter's dtype."""
+    state = get_state(model)
+    with torch.no_grad():
+        for key, t in tensors.items():
+            layer, side, name = key.rsplit(".", 2)
+            attn_name, p = split_layer_name(layer)
+            target = state.processors[attn_name].adapter(p).side(side)[name]
+            target.copy_(t.to(target.dtype))
+
+
+def prepare_adapter(model: nn.Module, config: EtherConfig, adapter_name: str | None = None) -> EtherState:
+    """Make the adapter ``adapter_name`` active, ready for its values: applies ETHER with ``config`` if the model has
+    none (its one adapter then takes the name), adds the named adapter beside those loaded if it is new. Without a
+    name: the active adapter. The caller has checked that ``config`` fits (``io.load_ether``)."""
+    if adapter_name is not None:
+        check_adapter_name(adapter_name)
+    state = get_state(model, required=False)
+    if state is None:
+        apply_ether(model, config)
+        state = get_state(model)
+        if adapter_name is not None and adapter_name != DEFAULT_ADAPTER:
+            for proc in state.processors.values():
+                proc.adapters[adapter_name] = proc.adapters.pop(DEFAULT_ADAPTER)
+                proc.active = adapter_name
+    elif adapter_name is not None:
+        for proc in state.processors.values():
+            if adapter_name not in proc.adapters:
+                device = next(proc.parameters()).device
+                proc.add_adapter(adapter_name)
+                proc.adapters[adapter_name].to(device)
+            proc.active = adapter_name
+    return state
+
+
+def adapter_names(model: nn.Module) -> list[str]:
+    """Names of the adapters loaded in ``model``."""
+    procs = list(get_state(model).processors.values())
+    return list(procs[0].adapters) if procs else []
+
+
+def check_loaded(model: nn.Module, adapter_name: str | None) -> None:
+    """Raise ``UnknownAdapterError`` (one line) unless ``adapter_name`` is None or a loaded adapter."""
+    if adapter_name is not None and adapter_name not in (loaded := adapter_names(model)):
+        raise UnknownAdapterError(f"adapter {adapter_name!r} is not loaded; loaded: {loaded}")
+
+
+def set_active_adapter(model: nn.Module, name: str) -> None:
+    """Use the named adapter for every sample (merge_ether folds the active one)."""
+    if get_state(model).merged:
+        raise RuntimeError("unmerge_ether(model) before switching adapters: the merged weights hold the active one")
+    check_loaded(model, name)
+    for proc in get_state(model).processors.values():
+        proc.active = name
+
+
+# ------------------------------------------------------------------ how the processors compute
+def set_mixed_form(model: nn.Module, form: str) -> None:
+    """How mixed-adapter batches run at inference: "fold" (default) or "act" (``layer``'s module docstring)."""
+    if form not in MIXED_FORMS:
+        raise ValueError(f"mixed form {form!r} is unknown; choose one of {MIXED_FORMS}")
+    for proc in get_state(model).processors.values():
+        proc.mixed_form = form
+
+
+def set_impl(model: nn.Module, impl: str) -> None:
+    """Compute every adapted projection of ``model`` in form ``impl``, one of ``layer.IMPLS`` (the default is "auto";
+    "torch" forces the plain PyTorch path)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl={impl!r} is unknown; choose one of {IMPLS}")
+    for proc in get_state(model).processors.values():
+        proc.impl = impl
