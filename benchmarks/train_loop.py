@@ -14,7 +14,8 @@ the scripts' defaults (on one GPU: cached latents and the CUDA-graph step). ``ea
 Per row, after ``--warmup`` steps: the loop's wall time in chunks of ``--chunk`` steps (the GPU is drained at each
 chunk boundary, never inside one), the median chunk mean over all repeats is ``ms_per_step``; then ``--profile``
 steps under torch.profiler give ``gpu_busy_ms``: the union of the intervals in which a kernel or copy ran, per step.
-Rows run in turn and the whole list ``--repeats`` times (reversed every other time), so drift hits all alike.
+Rows run in turn, each in a fresh process (its peak memory is its own), and the whole list ``--repeats`` times
+(reversed every other time), so drift hits all alike.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def parse_args(argv=None):
     p.add_argument("--workdir", default=None, help="where the random SD 1.5 folder and the data go (default: a temp dir)")
     p.add_argument("--out", default=None, help="result JSON (default: results/train_loop_<GPU>.json)")
     p.add_argument("--report", action="store_true", help="only rebuild the markdown table of --out")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the rows in this process (default: each in a fresh one, so each peak is its own)")
+    p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # script:method:batch:prior:mode, one row
     return p.parse_args(argv)
 
 
@@ -242,12 +246,35 @@ def report(result: dict) -> str:
     for r in result["rows"] + result.get("eager_rows", []):
         lines.append(f"| {r['script']} | {r['batch']} | {'yes' if r['prior_preservation'] else 'no'} | {r['method']} | "
                      f"{r.get('mode', 'default')} | {r['ms_per_step']:.1f} | {r['gpu_busy_ms']:.1f} | "
-                     f"{r['ms_per_step'] / r['gpu_busy_ms']:.2f} | {r.get('peak_gib', '')} |")
+                     f"{r['ms_per_step'] / r['gpu_busy_ms']:.2f} | {r.get('peak_gib') or '–'} |")
+    if result.get("peak_note"):
+        lines += ["", result["peak_note"]]
     return "\n".join(lines) + "\n"
+
+
+def run_isolated(argv, row, work: Path) -> dict:
+    """``run_row`` in a fresh Python process; its result is the last line of its output."""
+    import subprocess
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = [sys.executable, __file__, *argv, "--workdir", str(work), "--row", ":".join(map(str, row))]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        raise RuntimeError(f"exit {done.returncode}: {done.stderr[-800:]}")
+    result = json.loads(lines[-1])
+    print(f"  {row}: {result['ms_per_step']:.2f} ms/step, GPU busy {result['gpu_busy_ms']:.2f} ms, "
+          f"peak {result['peak_gib']} GiB", flush=True)
+    return result
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.row is not None:  # one row, in this process: the parent reads the JSON line
+        script, method, batch, prior, mode = args.row.split(":")
+        row = (script, method, int(batch), prior == "True", mode)
+        print(json.dumps(run_row(args, row, Path(args.workdir) / "sd15_random", Path(args.workdir))), flush=True)
+        return
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     out = Path(args.out) if args.out else RESULTS / f"train_loop_{gpu.replace(' ', '_')}.json"
     if args.report:
@@ -266,7 +293,7 @@ def main(argv=None) -> None:
     for rep in range(args.repeats):
         for row in rows if rep % 2 == 0 else rows[::-1]:
             try:
-                runs.append(run_row(args, row, model, work))
+                runs.append(run_row(args, row, model, work) if args.in_process else run_isolated(argv, row, work))
             except Exception as e:  # noqa: BLE001 - report the row and go on with the others
                 print(f"  {row}: failed: {type(e).__name__}: {e}"[:500], flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
