@@ -67,3 +67,23 @@ def test_cache_on_refuses_random_crops_of_wide_images(tmp_path):
     smooth_image(1, (80, 48)).save(wide / "a.png")
     with pytest.raises(ConfigError, match="cache_latents on needs deterministic crops"):
         train_dreambooth(tiny_config(tmp_path / "run", instance_data_dir=str(wide), cache_latents="on"))
+
+
+def test_persistent_workers_see_each_epoch():
+    """Loader workers that live across epochs draw each epoch's crops and flips as the main process would."""
+    from torch.utils.data import DataLoader
+
+    def epochs(workers):
+        ds = DreamBoothDataset(DOG, 32, random_flip=True, seed=5)
+        loader = DataLoader(ds, batch_size=5, collate_fn=collate, num_workers=workers,
+                            persistent_workers=workers > 0)
+        out = []
+        for epoch in range(3):
+            ds.set_epoch(epoch)
+            out.append(next(iter(loader))["pixels"])
+        return out
+
+    alone, workers = epochs(0), epochs(2)
+    assert not torch.equal(alone[0], alone[1])  # epochs differ
+    for a, b in zip(alone, workers):
+        assert torch.equal(a, b)
