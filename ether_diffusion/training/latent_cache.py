@@ -14,16 +14,13 @@ from collections.abc import Iterable, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from ..typed_config import ConfigError
 from .loss import encode_posterior, sample_latents
-
-CACHE_CHOICES = ("auto", "on", "off")
 
 
 def want_cache(choice: str, fixed_crops: bool, why_not: str) -> bool:
     """``cache_latents`` 'auto' / 'on' / 'off' for a dataset whose crops are ``fixed_crops``; 'on' without fixed
     crops raises naming ``why_not``."""
-    from ..typed_config import ConfigError
-
     if choice == "off":
         return False
     if not fixed_crops:
