@@ -21,7 +21,7 @@ from ..training.accelerator import build_accelerator, weight_dtype
 from ..training.adapters import add_adapter_from_config, save_adapter
 from ..training.latent_cache import RowTable, encode_rows, want_cache
 from ..training.loop import train_loop
-from ..training.loss import denoising_loss, draw_noise, encode_latents, encode_prompts
+from ..training.loss import Shard, denoising_loss, draw_noise, encode_latents, encode_prompts
 from ..training.optim import build_optimizer
 from ..training.run_folder import check_run_folder, start_run_folder
 from ..training.setup import (finish_training, freeze_base, loader_workers, prepare_training,
@@ -82,11 +82,13 @@ def train_dreambooth(cfg: DreamBoothConfig, on_step=None) -> dict:
     timesteps, scaling = noise_scheduler.config.num_train_timesteps, vae.config.scaling_factor
 
     def make_inputs(batch) -> dict:
+        # this process's rows of the global batch: instance images, then class images (`Shard`)
+        shard = Shard(accelerator.process_index, accelerator.num_processes, 2 if batch["n_prior"] else 1)
         if table is not None:
-            latents = table.sample_latents(batch["rows"], generator, scaling)  # (B', 4, R/8, R/8)
+            latents = table.sample_latents(batch["rows"], generator, scaling, shard)  # (B', 4, R/8, R/8)
         else:
-            latents = encode_latents(vae, batch["pixels"].to(device, dtype), generator)
-        noise, t = draw_noise(latents, timesteps, generator)
+            latents = encode_latents(vae, batch["pixels"].to(device, dtype), generator, shard)
+        noise, t = draw_noise(latents, timesteps, generator, shard)
         return {"latents": latents, "noise": noise, "t": t, "n_prior": batch["n_prior"]}
 
     def loss_fn(inputs):

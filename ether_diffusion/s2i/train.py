@@ -17,7 +17,7 @@ from ..models.loading import load_pipeline
 from ..training.accelerator import build_accelerator, weight_dtype
 from ..training.loop import train_loop
 from ..training.latent_cache import want_cache
-from ..training.loss import denoising_loss, draw_noise, encode_latents, encode_prompts
+from ..training.loss import Shard, denoising_loss, draw_noise, encode_latents, encode_prompts
 from ..training.optim import build_optimizer, effective_learning_rate
 from ..training.run_folder import check_run_folder, start_run_folder
 from ..training.setup import (finish_training, freeze_base, loader_workers, prepare_training,
@@ -89,16 +89,18 @@ def train_s2i(cfg: S2IConfig, on_step=None) -> dict:
         accelerator, cfg, controlled, optimizer, dataset, collate, seed, loader_workers(accelerator, cfg, dataset.cached))
     timesteps, scaling = noise_scheduler.config.num_train_timesteps, vae.config.scaling_factor
 
+    shard = Shard(accelerator.process_index, accelerator.num_processes)  # this process's rows of the global batch
+
     def make_inputs(batch) -> dict:
         if rows is not None:
-            latents = rows.sample_latents(batch["rows"], generator, scaling)  # (B, 4, R/f, R/f)
+            latents = rows.sample_latents(batch["rows"], generator, scaling, shard)  # (B, 4, R/f, R/f)
             control = color_ids(rows.gather(batch["rows"], ("ids",))["ids"])  # (B, 3, R, R) in [0, 1]
             text = texts.gather([r // dataset.flips for r in batch["rows"]])["text"]  # (B, 77, C)
         else:
-            latents = encode_latents(vae, batch["pixels"].to(device, dtype), generator)
+            latents = encode_latents(vae, batch["pixels"].to(device, dtype), generator, shard)
             text = encode_prompts(pipe, batch["prompts"], device)
             control = batch["condition"].to(device)  # fp32 into the fp32 encoder
-        noise, t = draw_noise(latents, timesteps, generator)
+        noise, t = draw_noise(latents, timesteps, generator, shard)
         return {"latents": latents, "noise": noise, "t": t, "text": text, "control": control}
 
     def loss_fn(inputs):

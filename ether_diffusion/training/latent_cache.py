@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..typed_config import ConfigError
-from .loss import encode_posterior, sample_latents
+from .loss import Shard, encode_posterior, sample_latents
 
 
 def want_cache(choice: str, fixed_crops: bool, why_not: str) -> bool:
@@ -80,7 +80,8 @@ class RowTable:
             out[k] = self.tensors[k].index_select(0, index).to(self.device, non_blocking=True)
         return out
 
-    def sample_latents(self, rows, generator: torch.Generator, scaling_factor: float) -> torch.Tensor:
+    def sample_latents(self, rows, generator: torch.Generator, scaling_factor: float,
+                       shard: Shard = Shard()) -> torch.Tensor:
         """(B, 4, h, w): one draw from each row's posterior, as `loss.encode_latents` draws it."""
         p = self.gather(rows, ("mean", "std"))
-        return sample_latents(p["mean"], p["std"], generator, scaling_factor)
+        return sample_latents(p["mean"], p["std"], generator, scaling_factor, shard)

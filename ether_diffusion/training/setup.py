@@ -75,7 +75,7 @@ def loader_workers(accelerator, cfg, cached: bool) -> int:
 
 def prepare_training(accelerator, cfg, model, optimizer, dataset, collate, seed: int, workers: int = 0):
     """Data loader, accelerate's wrapping, the step plan, the LR scheduler, trackers and the per-process noise
-    generator: (model, optimizer, loader, lr_scheduler, plan, generator). ``workers`` loader processes stay alive
+    generator (the same in every process): (model, optimizer, loader, lr_scheduler, plan, generator). ``workers`` loader processes stay alive
     across epochs and fill pinned memory on CUDA."""
     pin = accelerator.device.type == "cuda" and workers > 0
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size, shuffle=True, collate_fn=collate,
@@ -86,7 +86,8 @@ def prepare_training(accelerator, cfg, model, optimizer, dataset, collate, seed:
     lr_scheduler = accelerator.prepare(build_lr_scheduler(optimizer, cfg, plan.max_train_steps,
                                                           accelerator.num_processes))
     start_trackers(accelerator, cfg)
-    generator = torch.Generator(device=accelerator.device).manual_seed(seed + accelerator.process_index)
+    # the same stream in every process: each draws for the global batch and keeps its rows (`loss.Shard`)
+    generator = torch.Generator(device=accelerator.device).manual_seed(seed)
     return model, optimizer, loader, lr_scheduler, plan, generator
 
 
