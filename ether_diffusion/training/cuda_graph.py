@@ -71,6 +71,8 @@ class GraphedStep:
         for v in inputs.values():  # tensors made on the main stream, used on the side stream
             if torch.is_tensor(v):
                 v.record_stream(self.side)
+        for v in out.values():  # and the other way round
+            v.record_stream(main)
         return out
 
     def _capture(self, inputs: Inputs) -> tuple[torch.cuda.CUDAGraph, Inputs, Outputs]:
