@@ -130,6 +130,25 @@ def check_fields(obj: Any) -> None:
         object.__setattr__(obj, f.name, value)
 
 
+def check_bound(obj: Any, names: tuple[str, ...], minimum: float, strict: bool = False,
+                optional: bool = False) -> None:
+    """Raise for the first field of ``names`` below ``minimum`` (at it too with ``strict``); with ``optional`` a
+    None passes."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is None and optional:
+            continue
+        if value < minimum or (strict and value == minimum):
+            raise ConfigError(f"{name} must be {'>' if strict else '>='} {minimum}{' or null' if optional else ''}, "
+                              f"got {value}")
+
+
+def check_resolution(value: int | None) -> None:
+    """A side in pixels the VAE can halve three times: a positive multiple of 8 (None: the model's default)."""
+    if value is not None and (value < 8 or value % 8):
+        raise ConfigError(f"resolution must be a positive multiple of 8, got {value}")
+
+
 # ------------------------------------------------------------------ YAML
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..names import TINY_RESOLUTION
 from ..training.options import TrainConfig
-from ..typed_config import ConfigError, option
+from ..typed_config import ConfigError, check_bound, check_resolution, option
 
 ADAPTER_DIR = "adapter"
 CONFIG_FILE = "train_config.yaml"
@@ -51,10 +51,6 @@ class DreamBoothConfig(TrainConfig):
             raise ConfigError("instance_prompt is required, e.g. --instance_prompt 'a photo of sks dog'")
         if self.with_prior_preservation and not self.class_prompt:
             raise ConfigError("with_prior_preservation needs class_prompt, e.g. --class_prompt 'a photo of dog'")
-        for name in ("num_class_images", "sample_batch_size", "class_inference_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.resolution < 8 or self.resolution % 8:
-            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
-        if self.prior_loss_weight < 0:
-            raise ConfigError(f"prior_loss_weight must be >= 0, got {self.prior_loss_weight}")
+        check_bound(self, ("num_class_images", "sample_batch_size", "class_inference_steps"), 1)
+        check_resolution(self.resolution)
+        check_bound(self, ("prior_loss_weight",), 0)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from ..assets import DREAMBOOTH_PROMPTS_FILE
 from ..names import PROMPTS_FILE
 from ..training.options import SD15_ID
-from ..typed_config import ConfigError, check_fields, option
+from ..typed_config import ConfigError, check_bound, check_fields, check_resolution, option
 
 BASE = "base"
 TINY_GENERATE: dict[str, Any] = dict(num_inference_steps=4, num_images_per_prompt=1, batch_size=25)
@@ -57,8 +57,5 @@ class GenerateConfig:
                               "or --requests_file")
         if self.requests_file is not None and self.adapter is not None:
             raise ConfigError("--requests_file names an adapter per row; drop --adapter")
-        for name in ("num_images_per_prompt", "batch_size", "num_inference_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
-            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+        check_bound(self, ("num_images_per_prompt", "batch_size", "num_inference_steps"), 1)
+        check_resolution(self.resolution)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from ..names import HINT_CHANNELS, TINY_RESOLUTION
 from ..training.options import SD15_ID, TrainConfig
-from ..typed_config import ConfigError, check_fields, option
+from ..typed_config import ConfigError, check_bound, check_fields, check_resolution, option
 
 S2I_METHODS = ("ether", "ether_plus", "oft", "naive", "lora", "none")
 NO_ADAPTER = "none"  # the paper's "encoder only" baseline: the UNet stays frozen, only the control encoder trains
@@ -69,8 +69,7 @@ class S2IConfig(TrainConfig):
         if not self.data_root:
             raise ConfigError("data_root is required: pass --data_root with the ADEChallengeData2016 folder")
         _check_prompt_source(self.captions, self.prompt, "training prompts")
-        if self.resolution < 8 or self.resolution % 8:
-            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+        check_resolution(self.resolution)
         if self.control_channels is not None and (not self.control_channels or min(self.control_channels) < 1):
             raise ConfigError(f"control_channels must be positive widths, got {list(self.control_channels)}")
         if self.control_learning_rate is not None and self.control_learning_rate <= 0:
@@ -113,10 +112,6 @@ class S2IGenerateConfig:
         if not self.annotations:
             raise ConfigError("annotations is required: pass --annotations with a folder of annotation PNGs")
         _check_prompt_source(self.captions, self.prompt, "generation prompts")
-        for name in ("num_images_per_map", "batch_size", "num_inference_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit must be >= 1 or null, got {self.limit}")
-        if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
-            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+        check_bound(self, ("num_images_per_map", "batch_size", "num_inference_steps"), 1)
+        check_bound(self, ("limit",), 1, optional=True)
+        check_resolution(self.resolution)

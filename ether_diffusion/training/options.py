@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from ..names import METHODS, PROJECTIONS
-from ..typed_config import ConfigError, check_fields, option
+from ..typed_config import ConfigError, check_bound, check_fields, option
 
 if TYPE_CHECKING:
     from ..config import EtherConfig
@@ -40,9 +40,7 @@ class AdapterOptions:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for name in ("n_blocks", "lora_rank"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_bound(self, ("n_blocks", "lora_rank"), 1)
         if self.method == LORA:
             if any(not any(t.endswith(p) for p in PROJECTIONS) for t in self.target_modules):
                 raise ConfigError(f"target_modules {list(self.target_modules)} must end in one of {PROJECTIONS}")
@@ -130,22 +128,13 @@ class TrainConfig(AdapterOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive = ("train_batch_size", "num_train_epochs", "gradient_accumulation_steps", "num_validation_images",
-                    "validation_steps", "validation_inference_steps", "checkpointing_steps", "logging_steps")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.dataloader_num_workers is not None and self.dataloader_num_workers < 0:
-            raise ConfigError(f"dataloader_num_workers must be >= 0 or null, got {self.dataloader_num_workers}")
-        for name in ("max_train_steps", "checkpoints_total_limit"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1 or null, got {getattr(self, name)}")
-        for name in ("learning_rate", "adam_epsilon"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_bound(self, ("train_batch_size", "num_train_epochs", "gradient_accumulation_steps",
+                           "num_validation_images", "validation_steps", "validation_inference_steps",
+                           "checkpointing_steps", "logging_steps"), 1)
+        check_bound(self, ("dataloader_num_workers",), 0, optional=True)
+        check_bound(self, ("max_train_steps", "checkpoints_total_limit"), 1, optional=True)
+        check_bound(self, ("learning_rate", "adam_epsilon"), 0, strict=True)
+        check_bound(self, ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm"), 0)
         if not self.pretrained_model_name_or_path:
             raise ConfigError("pretrained_model_name_or_path is empty; pass a hub id, a local folder or 'tiny'")
         if self.overwrite_output_dir and self.resume_from_checkpoint is not None:
