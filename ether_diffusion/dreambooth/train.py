@@ -24,7 +24,7 @@ from ..training.loop import train_loop
 from ..training.loss import Shard, denoising_loss, draw_noise, encode_latents, encode_prompts
 from ..training.optim import build_optimizer
 from ..training.run_folder import check_run_folder, start_run_folder
-from ..training.setup import (finish_training, freeze_base, loader_workers, prepare_training,
+from ..training.setup import (Parked, finish_training, freeze_base, loader_workers, prepare_training,
                               training_noise_scheduler, use_cuda_graph)
 from ..training.validation import run_validation
 from .class_images import ensure_class_images
@@ -75,6 +75,7 @@ def train_dreambooth(cfg: DreamBoothConfig, on_step=None) -> dict:
         rows = encode_rows(vae, dataset.cache_images(), len(dataset.sizes) * dataset.flips, per_step,
                            show=accelerator.is_local_main_process)
         table = RowTable(rows, device)
+    parked = Parked([pipe.text_encoder] + ([vae] if table is not None else []), device)  # the step never reads them
 
     optimizer = build_optimizer(params, cfg, accelerator.num_processes, capturable=graph)
     unet, optimizer, loader, lr_scheduler, plan, generator = prepare_training(
@@ -103,7 +104,7 @@ def train_dreambooth(cfg: DreamBoothConfig, on_step=None) -> dict:
         instance, prior = per_sample[:n_inst].mean(), per_sample[n_inst:].mean()
         return instance + cfg.prior_loss_weight * prior, {"instance_loss": instance, "prior_loss": prior}
 
-    validate = lambda step: run_validation(accelerator, pipe, cfg, step, cfg.resolution, cfg.resolution)  # noqa: E731
+    validate = parked.back(lambda step: run_validation(accelerator, pipe, cfg, step, cfg.resolution, cfg.resolution))
     step, last = train_loop(accelerator, cfg, unet, optimizer, lr_scheduler, loader, params, make_inputs, loss_fn,
                             plan, generator, on_validation=validate, cuda_graph=graph, on_step=on_step)
 

@@ -20,7 +20,7 @@ from ..training.latent_cache import want_cache
 from ..training.loss import Shard, denoising_loss, draw_noise, encode_latents, encode_prompts
 from ..training.optim import build_optimizer, effective_learning_rate
 from ..training.run_folder import check_run_folder, start_run_folder
-from ..training.setup import (finish_training, freeze_base, loader_workers, prepare_training,
+from ..training.setup import (Parked, finish_training, freeze_base, loader_workers, prepare_training,
                               training_noise_scheduler, use_cuda_graph)
 from .cache import build_table, default_cache_dir
 from .config import S2IConfig
@@ -82,6 +82,7 @@ def train_s2i(cfg: S2IConfig, on_step=None) -> dict:
             rows, texts = build_table(dataset, pipe, device, cfg.latent_cache_dir or default_cache_dir(),
                                       max(1, cfg.train_batch_size // dataset.flips),  # what a step would encode
                                       show=accelerator.is_local_main_process)
+    parked = Parked([vae, pipe.text_encoder] if rows is not None else [], device)  # cached: the step never reads them
 
     optimizer = build_optimizer(_param_groups(cfg, adapter_params, encoder_params, accelerator.num_processes), cfg,
                                 accelerator.num_processes, capturable=graph)
@@ -108,7 +109,7 @@ def train_s2i(cfg: S2IConfig, on_step=None) -> dict:
                               control=inputs["control"]).mean(), {}
 
     plain = accelerator.unwrap_model(model)
-    validate = lambda step: run_s2i_validation(accelerator, pipe, plain, val_samples, cfg, step)  # noqa: E731
+    validate = parked.back(lambda step: run_s2i_validation(accelerator, pipe, plain, val_samples, cfg, step))
     step, last = train_loop(accelerator, cfg, model, optimizer, lr_scheduler, loader, params, make_inputs, loss_fn,
                             plan, generator, on_validation=validate, cuda_graph=graph, on_step=on_step)
 

@@ -79,7 +79,8 @@ class GraphedStep:
         static = {k: v.clone() if torch.is_tensor(v) else v for k, v in inputs.items()}
         torch.cuda.synchronize(self.device)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        # on the warm-up stream: a stream of its own would hold one more set of cuBLAS workspaces
+        with torch.cuda.graph(graph, pool=self.pool, stream=self.side):
             outputs = self.step(static)
         self.pool = graph.pool()
         return graph, static, outputs

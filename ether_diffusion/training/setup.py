@@ -35,6 +35,30 @@ def freeze_base(pipe, device: torch.device, dtype: torch.dtype) -> None:
     pipe.text_encoder.eval()
 
 
+class Parked:
+    """Frozen models no training step reads wait on the CPU while the step runs on ``device``: the VAE once the latents
+    are cached, the text encoder once the prompts are encoded. ``back(fn)`` wraps a function that needs them
+    (validation): they come to ``device`` for the call and leave after it. Nothing moves off a CPU run."""
+
+    def __init__(self, modules: list[torch.nn.Module], device: torch.device):
+        self.device = torch.device(device)
+        self.modules = modules if self.device.type != "cpu" else []
+        self._to("cpu")
+
+    def _to(self, device) -> None:
+        for module in self.modules:
+            module.to(device)
+
+    def back(self, fn: Callable) -> Callable:
+        def with_modules(*args, **kwargs):
+            self._to(self.device)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._to("cpu")
+        return with_modules
+
+
 def start_trackers(accelerator, cfg) -> None:
     """TensorBoard / wandb runs with the config as hyperparameters (main process only)."""
     if accelerator.is_main_process:

@@ -27,13 +27,13 @@ def _weights(folder):
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
-def _dreambooth(out, **kw):
+def _dreambooth(out, on_step=None, **kw):
     from ether_diffusion.dreambooth.train import train_dreambooth
 
     reset_accelerate()
     settings = dict(max_train_steps=8, random_flip=True, mixed_precision="bf16", lr_scheduler="linear",
                     lr_warmup_steps=2, logging_steps=3)
-    return train_dreambooth(dreambooth_config(out, instance_data_dir=str(DOG), **{**settings, **kw}))
+    return train_dreambooth(dreambooth_config(out, instance_data_dir=str(DOG), **{**settings, **kw}), on_step=on_step)
 
 
 def _max_diff(a: dict, b: dict) -> float:
@@ -89,3 +89,29 @@ def test_s2i_graph_with_cached_latents(tmp_path):
         results[name] = {**_weights(model), **load_file(str(model / ENCODER_WEIGHTS))}
     spread = _max_diff(results["eager"], results["again"])
     assert _max_diff(results["graph"], results["eager"]) <= 2 * spread + 1e-5, spread
+
+
+def test_models_the_step_does_not_read_wait_on_the_cpu(tmp_path, monkeypatch):
+    """With cached latents the VAE and text encoder sit on the CPU during every step and come back to the GPU for
+    validation (a module left on the CPU would fail the validation sampler with a device mismatch)."""
+    from ether_diffusion.training import setup
+
+    parked = []
+    init = setup.Parked.__init__
+
+    def record(self, modules, device):
+        init(self, modules, device)
+        parked.append(self)
+
+    monkeypatch.setattr(setup.Parked, "__init__", record)
+
+    def on_step(step):
+        devices = {p.device.type for m in parked[0].modules for p in m.parameters()}
+        assert devices == {"cpu"}, (step, devices)
+
+    out = _dreambooth(tmp_path / "run", cache_latents="on", validation_prompt="a photo of sks dog",
+                      validation_steps=4, num_validation_images=1, on_step=on_step)
+    assert len(parked) == 1 and len(parked[0].modules) == 2  # text encoder and VAE
+    assert sorted(p.name for p in (out["output_dir"] / "validation").iterdir()) == ["step000004_0.png",
+                                                                                   "step000008_0.png"]
+    assert {p.device.type for m in parked[0].modules for p in m.parameters()} == {"cpu"}
