@@ -71,8 +71,8 @@ class GraphedStep:
         for v in inputs.values():  # tensors made on the main stream, used on the side stream
             if torch.is_tensor(v):
                 v.record_stream(self.side)
-        for v in out.values():  # and the other way round
-            v.record_stream(main)
+        # ``out`` is read on the main stream; its blocks need no record there: the side stream only runs after
+        # waiting for the main one, and the graphs allocate from their own pool
         return out
 
     def _capture(self, inputs: Inputs) -> tuple[torch.cuda.CUDAGraph, Inputs, Outputs]:
