@@ -249,6 +249,17 @@ def report(result: dict) -> str:
                      f"{r['ms_per_step'] / r['gpu_busy_ms']:.2f} | {r.get('peak_gib') or '–'} |")
     if result.get("peak_note"):
         lines += ["", result["peak_note"]]
+    if result.get("reference_rows"):
+        commit = result["reference_rows"][0]["commit"]
+        lines += ["", f"Peak memory of the same ETHER rows with the scripts at {commit}, before cached latents and CUDA-graph "
+                  "steps (`benchmarks/peak_reference.py`):", "",
+                  "| script | batch | prior | peak GiB before | peak GiB now (default path) |", "| --- | --- | --- | --- | --- |"]
+        now = {(r["script"], r["batch"], r["prior_preservation"]): r.get("peak_gib") for r in result["rows"]
+               if r["method"] == "ether"}
+        for r in result["reference_rows"]:
+            key = (r["script"], r["batch"], r["prior_preservation"])
+            lines.append(f"| {r['script']} | {r['batch']} | {'yes' if key[2] else 'no'} | {r['peak_gib']} | "
+                         f"{now.get(key) or '–'} |")
     return "\n".join(lines) + "\n"
 
 

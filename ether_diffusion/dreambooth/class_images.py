@@ -45,9 +45,7 @@ def ensure_class_images(accelerator, pipeline, folder: str | Path, prompt: str, 
         if not (folder / f"class_{k:05d}.png").exists():
             todo.append(k)
         k += 1
-    pipeline.to(accelerator.device)
-    if pipeline.unet.dtype != dtype:
-        pipeline.to(dtype)
+    pipeline.to(accelerator.device, dtype)  # tensor by tensor: the device never holds the fp32 model
     pipeline.set_progress_bar_config(disable=True)
     with accelerator.split_between_processes(todo) as mine:
         bar = tqdm(total=len(mine), desc="class images", disable=not accelerator.is_local_main_process)

@@ -28,9 +28,8 @@ def freeze_base(pipe, device: torch.device, dtype: torch.dtype) -> None:
     """UNet, VAE and text encoder: no gradients, on ``device``, in ``dtype`` (fp16/bf16 under mixed precision)."""
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.requires_grad_(False)
-        module.to(device)
-        if dtype != torch.float32:
-            module.to(dtype)
+        # tensor by tensor, so the device never holds the fp32 model (for the UNet: 3.2 GiB, the peak of a bs 1 run)
+        module.to(device=device, dtype=dtype if dtype != torch.float32 else None)
     pipe.vae.eval()
     pipe.text_encoder.eval()
 
