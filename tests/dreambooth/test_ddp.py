@@ -79,7 +79,11 @@ def test_two_s2i_processes_train_what_one_process_with_twice_the_batch_trains(tm
 def test_two_processes_resume_exactly(tmp_path):
     run = tmp_path / "run"
     reference = _train(run)
-    assert {p.name for p in (run / "checkpoint-2").glob("generators_*.pt")} == {"generators_0.pt", "generators_1.pt"}
+    # written once, by the main process: one set of weights, optimiser and scheduler state, each process's own RNGs
+    assert sorted(p.name for p in (run / "checkpoint-2").iterdir()) == [
+        "COMPLETE", "generators_0.pt", "generators_1.pt", "optimizer.bin", "random_states_0.pkl",
+        "random_states_1.pkl", "scheduler.bin", "trainable_0.safetensors", "training_state.json"]
+    assert sorted(p.name for p in run.iterdir()) == ["adapter", "checkpoint-2", "checkpoint-4"]  # no partial folder
     shutil.rmtree(run / "checkpoint-4")
     shutil.rmtree(run / "adapter")
     resumed = _train(run, "--resume_from_checkpoint", "latest")
