@@ -49,11 +49,17 @@ class LossMeter:
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
         self.count += 1
 
-    def mean(self) -> dict[str, float]:
-        """Means since the last call (empty if nothing was added)."""
-        out = {k: v.item() / self.count for k, v in self.sums.items()}
+    def mean(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+        """Means since the last call (empty if nothing was added). ``reduce``: the mean over processes (data
+        parallel: every process logs the loss of the global batch, which is what one process with it would log)."""
+        names = sorted(self.sums)
+        if not names:
+            return {}
+        means = torch.stack([self.sums[k] for k in names]) / self.count  # (K,)
+        if reduce is not None:
+            means = reduce(means)
         self.sums, self.count = {}, 0
-        return out
+        return dict(zip(names, means.tolist()))
 
 
 def train_loop(accelerator, cfg, model, optimizer, lr_scheduler, dataloader, params: list[torch.nn.Parameter],
@@ -121,7 +127,8 @@ def train_loop(accelerator, cfg, model, optimizer, lr_scheduler, dataloader, par
             if on_step is not None:
                 on_step(global_step)
             if global_step % cfg.logging_steps == 0 or global_step >= plan.max_train_steps:
-                logs = {**meter.mean(), "lr": float(lr_scheduler.get_last_lr()[0])}
+                across = (lambda t: accelerator.reduce(t, "mean")) if accelerator.num_processes > 1 else None
+                logs = {**meter.mean(across), "lr": float(lr_scheduler.get_last_lr()[0])}
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
                 accelerator.log(logs, step=global_step)
             if global_step % cfg.checkpointing_steps == 0:

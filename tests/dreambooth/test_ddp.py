@@ -1,10 +1,12 @@
 """Two processes (DDP over gloo on the CPU, launched by torch.distributed.run as `accelerate launch --multi_gpu` does):
-2 processes x batch b train what 1 process x batch 2b trains (same data order, same noise per sample), checkpoints
-hold every process's noise generator, and a resumed run ends with the adapter of the uninterrupted one."""
+2 processes x batch b train (and log the loss of) what 1 process x batch 2b trains (same data order, same noise per
+sample), checkpoints hold every process's noise generator, and a resumed run ends with the adapter of the
+uninterrupted one."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +27,12 @@ def _run(script, out, processes, *args):
     out.parent.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(command, cwd=out.parent, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _logged_loss(done) -> float:
+    """The last loss the progress bar showed (the main process's; under DDP the mean over processes)."""
+    return float(re.findall(r"loss=([0-9.]+)", done.stderr)[-1])
 
 
 def _train(out, *extra):
@@ -48,11 +56,13 @@ def test_two_processes_train_what_one_process_with_twice_the_batch_trains(tmp_pa
             "--max_train_steps", "2", "--random_flip", "true", "--method", "ether_plus", "--learning_rate", "1e-2",
             "--with_prior_preservation", "true", "--class_prompt", "a photo of dog", "--class_data_dir",
             str(class_dir), "--num_class_images", "2"]
-    weights = {}
+    weights, losses = {}, {}
     for processes, batch in ((1, 2), (2, 1)):
         out = tmp_path / f"{processes}x{batch}"
-        _run("train_dreambooth.py", out, processes, "--train_batch_size", str(batch), *args)
+        done = _run("train_dreambooth.py", out, processes, "--train_batch_size", str(batch), *args)
+        losses[processes] = _logged_loss(done)
         weights[processes] = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    assert losses[2] == pytest.approx(losses[1], abs=2e-4)  # the bar shows 4 decimals
     base = load_file(str(tmp_path / "1x2" / "adapter" / "adapter_model.safetensors"))
     assert any(not torch.equal(v, v * 0) for v in base.values())
     _close(weights[2], weights[1])
@@ -65,13 +75,14 @@ def test_two_s2i_processes_train_what_one_process_with_twice_the_batch_trains(tm
     args = ["--data_root", str(ade), "--train_split", "validation", "--captions", str(captions),
             "--validation_split", "null", "--resolution", "32", "--max_train_steps", "2", "--method", "ether",
             "--learning_rate", "1e-3", "--latent_cache_dir", str(tmp_path / "cache")]
-    weights = {}
+    weights, losses = {}, {}
     for processes, batch in ((1, 2), (2, 1)):
         out = tmp_path / f"{processes}x{batch}"
-        _run("train_s2i.py", out, processes, "--train_batch_size", str(batch), *args)
+        losses[processes] = _logged_loss(_run("train_s2i.py", out, processes, "--train_batch_size", str(batch), *args))
         model = out / "model"
         weights[processes] = {**load_file(str(model / "adapter_model.safetensors")),
                               **load_file(str(model / "control_encoder.safetensors"))}
+    assert losses[2] == pytest.approx(losses[1], abs=2e-4)
     _close(weights[2], weights[1])
 
 
