@@ -104,7 +104,8 @@ def train_dreambooth(cfg: DreamBoothConfig, on_step=None) -> dict:
         instance, prior = per_sample[:n_inst].mean(), per_sample[n_inst:].mean()
         return instance + cfg.prior_loss_weight * prior, {"instance_loss": instance, "prior_loss": prior}
 
-    validate = parked.back(lambda step: run_validation(accelerator, pipe, cfg, step, cfg.resolution, cfg.resolution))
+    validate = lambda step: run_validation(accelerator, pipe, cfg, step, cfg.resolution, cfg.resolution,  # noqa: E731
+                                           parked)
     step, last = train_loop(accelerator, cfg, unet, optimizer, lr_scheduler, loader, params, make_inputs, loss_fn,
                             plan, generator, on_validation=validate, cuda_graph=graph, on_step=on_step)
 

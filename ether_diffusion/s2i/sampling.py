@@ -3,6 +3,7 @@ validation grid of S2I training (one row per map: map | generated)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -33,9 +34,10 @@ def sample_from_maps(pipe, controlled: ControlledUNet, conditions: torch.Tensor,
                     guidance_scale=guidance_scale, height=size, width=size).images
 
 
-def run_s2i_validation(accelerator, pipe, controlled: ControlledUNet, samples: list[ADE20KSample], cfg,
-                       step: int) -> Image.Image | None:
-    """Main process: render ``samples`` (map | generated rows), save ``validation/step<step>.png``, log it."""
+def run_s2i_validation(accelerator, pipe, controlled: ControlledUNet, samples: list[ADE20KSample], cfg, step: int,
+                       models: AbstractContextManager = nullcontext()) -> Image.Image | None:
+    """Main process: render ``samples`` (map | generated rows), save ``validation/step<step>.png``, log it;
+    ``models`` is entered around the sampling (`training.setup.Parked`)."""
     if not samples or not accelerator.is_main_process:
         return None
     conditions = torch.stack([load_condition(s.annotation, cfg.resolution) for s in samples])  # (N, 3, R, R)
@@ -44,7 +46,7 @@ def run_s2i_validation(accelerator, pipe, controlled: ControlledUNet, samples: l
     was_training = unet.training
     unet.eval()
     pipe.set_progress_bar_config(disable=True)
-    with accelerator.autocast():
+    with models, accelerator.autocast():
         images = sample_from_maps(pipe, controlled, conditions, [s.prompt for s in samples],
                                   [seed + i for i in range(len(samples))], cfg.validation_inference_steps,
                                   cfg.validation_guidance_scale)

@@ -109,7 +109,7 @@ def train_s2i(cfg: S2IConfig, on_step=None) -> dict:
                               control=inputs["control"]).mean(), {}
 
     plain = accelerator.unwrap_model(model)
-    validate = parked.back(lambda step: run_s2i_validation(accelerator, pipe, plain, val_samples, cfg, step))
+    validate = lambda step: run_s2i_validation(accelerator, pipe, plain, val_samples, cfg, step, parked)  # noqa: E731
     step, last = train_loop(accelerator, cfg, model, optimizer, lr_scheduler, loader, params, make_inputs, loss_fn,
                             plan, generator, on_validation=validate, cuda_graph=graph, on_step=on_step)
 

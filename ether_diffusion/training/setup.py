@@ -36,8 +36,8 @@ def freeze_base(pipe, device: torch.device, dtype: torch.dtype) -> None:
 
 class Parked:
     """Frozen models no training step reads wait on the CPU while the step runs on ``device``: the VAE once the latents
-    are cached, the text encoder once the prompts are encoded. ``back(fn)`` wraps a function that needs them
-    (validation): they come to ``device`` for the call and leave after it. Nothing moves off a CPU run."""
+    are cached, the text encoder once the prompts are encoded. ``with parked:`` brings them to ``device`` for a block
+    that needs them (validation images) and sends them back after it. Nothing moves off a CPU run."""
 
     def __init__(self, modules: list[torch.nn.Module], device: torch.device):
         self.device = torch.device(device)
@@ -48,14 +48,12 @@ class Parked:
         for module in self.modules:
             module.to(device)
 
-    def back(self, fn: Callable) -> Callable:
-        def with_modules(*args, **kwargs):
-            self._to(self.device)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self._to("cpu")
-        return with_modules
+    def __enter__(self) -> Parked:
+        self._to(self.device)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._to("cpu")
 
 
 def start_trackers(accelerator, cfg) -> None:

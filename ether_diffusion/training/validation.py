@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -45,15 +46,17 @@ def generate_validation(pipeline, prompt: str, num_images: int, seed: int, num_i
                     guidance_scale=guidance_scale, height=height, width=width).images
 
 
-def run_validation(accelerator, pipeline, cfg, step: int, height: int, width: int) -> list[Image.Image]:
-    """Generate ``cfg.num_validation_images`` of ``cfg.validation_prompt`` (main process only), save and log them."""
+def run_validation(accelerator, pipeline, cfg, step: int, height: int, width: int,
+                   models: AbstractContextManager = nullcontext()) -> list[Image.Image]:
+    """Generate ``cfg.num_validation_images`` of ``cfg.validation_prompt`` (main process only), save and log them;
+    ``models`` is entered around the sampling (`setup.Parked`: the models the training steps left on the CPU)."""
     if cfg.validation_prompt is None or not accelerator.is_main_process:
         return []
     print(f"validation at step {step}: {cfg.num_validation_images} image(s) of {cfg.validation_prompt!r}", flush=True)
     unet = pipeline.unet
     was_training = unet.training
     unet.eval()
-    with accelerator.autocast():
+    with models, accelerator.autocast():
         images = generate_validation(pipeline, cfg.validation_prompt, cfg.num_validation_images,
                                      cfg.seed if cfg.seed is not None else 0, cfg.validation_inference_steps,
                                      cfg.validation_guidance_scale, height, width)
