@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import train_loop  # this folder: the random SD 1.5 folder, the ADE20K copies, result files
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -91,15 +93,20 @@ def worker(spec: dict) -> None:
 
 
 # ------------------------------------------------------------------ parent
+def accelerate_launch(processes: int, mixed_precision: str) -> list[str]:
+    """The `accelerate launch` command line up to the script, for ``processes`` processes on this host."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--num_machines",
+            "1", "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
+            *(["--multi_gpu"] if processes > 1 else [])]
+
+
 def launch(args, work: Path, name: str, processes: int, batch: int, steps: int, logging_steps: int,
            cuda_graph: str = "auto", model: str | None = None, resolution: int = 512) -> dict:
     result = work / "results" / f"{name}.json"
     result.parent.mkdir(parents=True, exist_ok=True)
     spec = dict(name=name, workdir=str(work), model=model or str(work / "sd15_random"), resolution=resolution, batch=batch, steps=steps, logging_steps=logging_steps,
                 cuda_graph=cuda_graph, warmup=args.warmup, chunk=args.chunk, result=str(result))
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
-               *(["--multi_gpu"] if processes > 1 else []), __file__, "--worker", json.dumps(spec)]
+    command = [*accelerate_launch(processes, "bf16"), __file__, "--worker", json.dumps(spec)]
     t0 = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
@@ -117,9 +124,6 @@ def launch(args, work: Path, name: str, processes: int, batch: int, steps: int, 
 
 
 def train_part(args, work: Path) -> dict:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import train_loop
-
     train_loop.build_sd15_folder(work / "sd15_random")
     train_loop.ade20k_copies(work / "ade20k")
     timed = args.warmup + args.chunk * args.chunks
@@ -171,9 +175,7 @@ def eval_part(args, work: Path) -> dict:
     runs = {}
     for processes in (1, 2):
         out = work / "eval" / f"{processes}proc"
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   *(["--multi_gpu"] if processes > 1 else []), "-m", "eval", "dreambooth", "--generated", str(gen),
+        command = [*accelerate_launch(processes, "no"), "-m", "eval", "dreambooth", "--generated", str(gen),
                    "--real", str(real), "--random-init", "--reuse", "false", "--out", str(out)]
         t0 = time.perf_counter()
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
@@ -212,7 +214,6 @@ def report(result: dict) -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.worker is not None:
-        sys.path.insert(0, str(REPO))
         worker(json.loads(args.worker))
         return
     import torch
@@ -221,18 +222,14 @@ def main(argv=None) -> None:
         sys.exit(f"error: benchmarks/multi_gpu.py needs 2 CUDA devices; {torch.cuda.device_count()} visible")
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="multi_gpu_"))
     gpu = torch.cuda.get_device_name()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    result = dict(gpu=gpu, date=time.strftime("%Y-%m-%d"), commit=commit,
+    result = dict(gpu=gpu, date=time.strftime("%Y-%m-%d"), commit=train_loop.short_commit(),
                   command="python benchmarks/multi_gpu.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     if args.part in ("all", "train"):
         result["train"] = train_part(args, work)
     if args.part in ("all", "eval"):
         result["eval"] = eval_part(args, work)
     out = Path(args.out) if args.out else RESULTS / f"multi_gpu_{gpu.replace(' ', '_')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(report(result))
+    train_loop.write_result(out, result, report)
     print(report(result))
 
 

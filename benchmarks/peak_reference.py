@@ -75,8 +75,7 @@ def main(argv=None) -> None:
     train_loop.build_sd15_folder(work / "sd15_random")
     train_loop.class_images(work / "class_dog", 100)
     train_loop.ade20k_copies(work / "ade20k")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.checkout, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    commit = train_loop.short_commit(Path(args.checkout))
     rows = []
     for script, batch, prior in ROWS:
         t0 = time.perf_counter()
@@ -93,8 +92,7 @@ def main(argv=None) -> None:
         into = Path(args.into)
         result = json.loads(into.read_text())
         result["reference_rows"] = rows
-        into.write_text(json.dumps(result, indent=1))
-        into.with_suffix(".md").write_text(train_loop.report(result))
+        train_loop.write_result(into, result, train_loop.report)
     else:
         print(json.dumps(rows, indent=1))
 

@@ -263,6 +263,21 @@ def report(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def short_commit(folder: Path = REPO) -> str:
+    """The commit checked out in ``folder`` (short hash), or 'unknown' outside a git checkout."""
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def write_result(out: Path, result: dict, to_markdown) -> None:
+    """``result`` as JSON at ``out`` and ``to_markdown(result)`` next to it (.md)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(to_markdown(result))
+
+
 def run_isolated(argv, row, work: Path) -> dict:
     """``run_row`` in a fresh Python process; its result is the last line of its output."""
     import subprocess
@@ -293,8 +308,6 @@ def main(argv=None) -> None:
         return
     if not torch.cuda.is_available():
         sys.exit("error: benchmarks/train_loop.py times the scripts on a CUDA GPU; none is visible")
-    import subprocess
-
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="train_loop_"))
     t0 = time.perf_counter()
     model = build_sd15_folder(work / "sd15_random")
@@ -307,16 +320,12 @@ def main(argv=None) -> None:
                 runs.append(run_row(args, row, model, work) if args.in_process else run_isolated(argv, row, work))
             except Exception as e:  # noqa: BLE001 - report the row and go on with the others
                 print(f"  {row}: failed: {type(e).__name__}: {e}"[:500], flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
     merged = merge(runs)
-    result = dict(gpu=gpu, date=time.strftime("%Y-%m-%d"), commit=commit,
+    result = dict(gpu=gpu, date=time.strftime("%Y-%m-%d"), commit=short_commit(),
                   command="python benchmarks/train_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                   rows=[r for r in merged if r["mode"] == "default"],
                   eager_rows=[r for r in merged if r["mode"] == "eager"], runs=runs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(report(result))
+    write_result(out, result, report)
     print(report(result))
 
 
