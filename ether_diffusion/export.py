@@ -30,8 +30,8 @@ from safetensors.torch import save_file
 
 from . import __version__
 from . import functional as Fn
-from .io import atomic_write
 from .model import check_loaded
+from .outputs import atomic_write
 from .projection import get_projection
 from .state import EtherError, get_state
 

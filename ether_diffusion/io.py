@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from . import functional as Fn
 from .config import EtherConfig
 from .layer import check_adapter_name
 from .model import adapter_state_dict, get_state, load_adapter_state_dict, prepare_adapter, target_layers
+from .outputs import atomic_write
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -29,22 +29,6 @@ FORMAT_VERSION = 1
 
 class AdapterMismatchError(ValueError):
     """A saved adapter does not fit the model it is loaded into."""
-
-
-def atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` to a temporary file in ``path``'s folder, then rename it to ``path``: an interrupted save never
-    leaves a half file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a file opened plainly (mkstemp makes it owner-only)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_ether(model: nn.Module, path: str | os.PathLike, adapter_name: str | None = None) -> Path:

@@ -1,7 +1,7 @@
 """``manifest.jsonl``: one JSON object per generated image, the contract between the generators and the eval package.
 
 The one schema: the generators write rows with `write_manifest`; ``eval/manifest.py`` reads them with these tables
-(standard library only, so the eval package imports it without torch or any training code).
+(light: the standard library and `outputs`, so the eval package imports it without torch or any training code).
 
     key            type   required     meaning
     path           str    always       image path, relative to the manifest's folder (or absolute)
@@ -21,8 +21,9 @@ methods) can share one output folder and one manifest.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from .outputs import atomic_write
 
 MANIFEST_NAME = "manifest.jsonl"
 REQUIRED: dict[str, type] = {"path": str, "prompt": str, "seed": int, "method": str}
@@ -57,7 +58,6 @@ def write_manifest(folder: str | Path, rows: list[dict], keep_existing: bool = T
     paths = {r["path"] for r in new}
     old = [r for r in read_rows(folder) if r.get("path") not in paths] if keep_existing else []
     path = folder / MANIFEST_NAME
-    tmp = folder / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in old + new))
-    os.replace(tmp, path)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in old + new)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path

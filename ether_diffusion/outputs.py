@@ -1,11 +1,14 @@
-"""Output folders, checked before any work starts: writable, and (for training) not holding another run.
+"""Output folders, checked before any work starts: writable, and (for training) not holding another run; and the
+one way files are written whole (`atomic_write`).
 
-Light on purpose (no torch): the eval CLI uses `check_writable` too.
+Light on purpose (no torch): the eval package uses `check_writable` and `atomic_write` too.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from .typed_config import ConfigError
@@ -40,3 +43,19 @@ def check_writable(path: str | Path, what: str = "output_dir") -> Path:
         raise OutputDirError(f"{what} {str(path)!r} is not writable (cannot create files in {str(probe)!r}: "
                              f"{e.strerror}); pass a folder you can write to") from None
     return path
+
+
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """``write(tmp)`` to a temporary file (a unique name) in ``path``'s folder, then rename it to ``path``: an
+    interrupted write never leaves a half file, and concurrent writers never share a temporary file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a file opened plainly (mkstemp makes it owner-only)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
+from ether_diffusion.outputs import atomic_write
 from eval.distributed import is_main
 
 CACHE_DIR = "cache"
@@ -74,9 +75,8 @@ class StageCache:
         value = compute()
         if is_main():
             self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(pickle.dumps(value))
-            os.replace(tmp, path)
+            data = pickle.dumps(value)
+            atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
         return value
 
 

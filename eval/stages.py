@@ -4,10 +4,10 @@ stage ends, so an interrupted evaluation keeps what it had computed (main proces
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from ether_diffusion.outputs import atomic_write
 from eval.distributed import is_main
 
 STAGES_NAME = "stages.json"
@@ -25,6 +25,5 @@ class StageLog:
         if not is_main():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.stages, indent=2, default=float))
-        os.replace(tmp, self.path)
+        text = json.dumps(self.stages, indent=2, default=float)
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))

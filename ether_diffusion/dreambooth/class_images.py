@@ -6,7 +6,6 @@ Each PNG is written to a temporary name and renamed, so an interrupted generatio
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.images import ImageDataError, scan_images
+from ..outputs import atomic_write
 
 
 def count_images(folder: Path) -> int:
@@ -56,9 +56,7 @@ def ensure_class_images(accelerator, pipeline, folder: str | Path, prompt: str, 
                 images = pipeline([prompt] * len(chunk), generator=generators, height=resolution, width=resolution,
                                   num_inference_steps=num_inference_steps).images
             for i, im in zip(chunk, images):
-                tmp = folder / f".class_{i:05d}.{accelerator.process_index}.tmp.png"
-                im.save(tmp)
-                os.replace(tmp, folder / f"class_{i:05d}.png")
+                atomic_write(folder / f"class_{i:05d}.png", lambda tmp: im.save(tmp, format="PNG"))
             bar.update(len(chunk))
         bar.close()
     accelerator.wait_for_everyone()

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..data.ade20k import ADE20KDataset
+from ..outputs import atomic_write
 from ..training.latent_cache import RowTable
 from ..training.loss import encode_posterior, encode_prompts
 
@@ -78,9 +79,8 @@ def build_table(dataset: ADE20KDataset, pipe, device, cache_dir: str | Path, bat
         v = dataset.flips
         for j, (i, _, ids) in enumerate(chunk):
             entry = {"mean": mean[j * v:(j + 1) * v], "std": std[j * v:(j + 1) * v], "ids": ids, "text": text[j]}
-            tmp = cache_dir / f".{keys[i]}.{os.getpid()}.tmp"
-            save_file({k: t.detach().contiguous().cpu() for k, t in entry.items()}, str(tmp))
-            os.replace(tmp, cache_dir / f"{keys[i]}.safetensors")
+            tensors = {k: t.detach().contiguous().cpu() for k, t in entry.items()}
+            atomic_write(cache_dir / f"{keys[i]}.safetensors", lambda tmp: save_file(tensors, tmp))
         bar.update(len(chunk))
     bar.close()
     entries = [load_file(str(cache_dir / f"{k}.safetensors")) for k in keys]
