@@ -1,8 +1,8 @@
 """Read and validate `manifest.jsonl`, the one file that ties generated images to what they were asked to show.
 
 The schema (keys, types, which are required) is `ether_diffusion.manifest`'s, the module the generators write with;
-it is light (the standard library and `outputs`), so reading it here loads no training code. Any other key is ignored. Blank lines are
-skipped. A bad row raises `EvalInputError` naming the file and line.
+it is light (the standard library and `outputs`), so reading it here loads no training code. Any other key is
+ignored. Blank lines are skipped. A bad row raises `EvalInputError` naming the file and line.
 
     {"path": "dog/000.png", "prompt": "a qwe dog in the jungle", "seed": 0, "method": "ether", "subject": "dog",
      "prompt_index": 0}
