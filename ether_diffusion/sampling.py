@@ -13,9 +13,12 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .manifest import MANIFEST_NAME, write_manifest
+from .outputs import atomic_write
+
 
 def set_scheduler(pipe, name: str) -> None:
     """Replace the pipeline's scheduler: "ddim", "dpm_solver" or "euler"; "default" keeps the model's."""
@@ -35,7 +38,8 @@ def pipeline_dtype(mixed_precision: str | None, device: torch.device) -> torch.d
 def render_rows(state: PartialState, rows: list[dict], out: Path, batch_size: int, skip_existing: bool, desc: str,
                 render: Callable[[list[dict]], list]) -> Path:
     """Render the manifest ``rows`` (``render(batch) -> PIL images``) in batches split across the processes, save
-    each to ``out / row["path"]`` (keeping those already there with ``skip_existing``), write the manifest."""
+    each to ``out / row["path"]`` whole (keeping those already there with ``skip_existing``: an interrupted run
+    leaves no half image to keep), write the manifest."""
     todo = [r for r in rows if not (skip_existing and (out / r["path"]).is_file())]
     batches = [todo[k: k + batch_size] for k in range(0, len(todo), batch_size)]
     if state.is_main_process:
@@ -45,7 +49,9 @@ def render_rows(state: PartialState, rows: list[dict], out: Path, batch_size: in
     with state.split_between_processes(batches) as mine:
         for batch in tqdm(mine, desc=desc, unit="batch", disable=not state.is_local_main_process):
             for r, im in zip(batch, render(batch)):
-                im.save(out / r["path"])
+                path = out / r["path"]
+                image_format = Image.registered_extensions()[path.suffix.lower()]  # the temporary name has none
+                atomic_write(path, lambda tmp: im.save(tmp, format=image_format))
     state.wait_for_everyone()
     manifest = out / MANIFEST_NAME
     if state.is_main_process:
