@@ -68,6 +68,9 @@ def main(argv=None) -> None:
         script, batch, prior = args.row.split(":")
         print(json.dumps(run_row(args, script, int(batch), prior == "True")), flush=True)
         return
+    if not (Path(args.checkout) / "ether_diffusion" / "training" / "dreambooth.py").is_file():
+        sys.exit(f"error: {args.checkout!r} is not a checkout of 56a9a4c (no ether_diffusion/training/dreambooth.py); "
+                 "git worktree add /tmp/before 56a9a4c")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import train_loop
 
