@@ -23,6 +23,19 @@ def fresh_state():
     reset_accelerate()
 
 
+@pytest.fixture(autouse=True)
+def math_attention():
+    """PyTorch's math attention, whose backward is deterministic. The flash and cuDNN kernels accumulate the attention
+    gradients with atomics: in some runs an element that lies near a bf16 rounding boundary rounds the other way, the
+    ETHER gradients (sums that largely cancel) change by 1% of their largest entry, and AdamW turns that into a 3e-5
+    weight difference at the first step with a nonzero learning rate, 1.2e-4 after eight. Eager and graph runs fall
+    either way at random, so with those kernels a graph run cannot be told from an eager one at the tolerance below."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
 def _weights(folder):
     return load_file(str(folder / "adapter_model.safetensors"))
 
