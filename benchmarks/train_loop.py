@@ -238,12 +238,38 @@ def merge(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def measurements(result: dict) -> list[dict]:
+    """Where each script's rows come from: ``[{"scripts", "date", "commit", "command"}]`` (a file written before
+    rows were measured per script holds one ``date``/``commit``/``command`` for all of them)."""
+    if "measurements" in result:
+        return result["measurements"]
+    scripts = sorted({r["script"] for r in result.get("rows", [])})
+    return [dict(scripts=scripts, date=result["date"], commit=result["commit"], command=result["command"])]
+
+
+def combine(previous: dict, fresh: dict) -> dict:
+    """``fresh`` rows replace those of the same scripts in ``previous``; the other scripts' rows and their
+    provenance, and the reference rows (`peak_reference.py`), stay."""
+    scripts = set(fresh["measurements"][0]["scripts"])
+    kept = lambda rows: [r for r in rows if r["script"] not in scripts]  # noqa: E731
+    older = [dict(m, scripts=[s for s in m["scripts"] if s not in scripts]) for m in measurements(previous)]
+    result = {k: v for k, v in previous.items() if k not in ("date", "commit", "command")}
+    result.update(measurements=[m for m in older if m["scripts"]] + fresh["measurements"],
+                  rows=kept(previous.get("rows", [])) + fresh["rows"],
+                  eager_rows=kept(previous.get("eager_rows", [])) + fresh["eager_rows"],
+                  runs=kept(previous.get("runs", [])) + fresh["runs"])
+    return result
+
+
 def report(result: dict) -> str:
-    lines = [f"# Training loop speed on {result['gpu']}", "",
-             f"{result['date']}, commit {result['commit']}: `{result['command']}`", "",
+    lines = [f"# Training loop speed on {result['gpu']}", ""]
+    for m in sorted(measurements(result), key=lambda m: m["scripts"]):
+        lines.append(f"- {', '.join(m['scripts'])} rows: {m['date']}, commit {m['commit']}: `{m['command']}`")
+    lines += ["",
              "| script | batch | prior | method | path | ms / step | GPU busy ms | wall / busy | peak GiB |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in result["rows"] + result.get("eager_rows", []):
+    by_script = lambda rows: sorted(rows, key=lambda r: r["script"])  # noqa: E731 - stable: methods keep their order
+    for r in by_script(result["rows"]) + by_script(result.get("eager_rows", [])):
         lines.append(f"| {r['script']} | {r['batch']} | {'yes' if r['prior_preservation'] else 'no'} | {r['method']} | "
                      f"{r.get('mode', 'default')} | {r['ms_per_step']:.1f} | {r['gpu_busy_ms']:.1f} | "
                      f"{r['ms_per_step'] / r['gpu_busy_ms']:.2f} | {r.get('peak_gib') or '–'} |")
@@ -304,6 +330,8 @@ def main(argv=None) -> None:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     out = Path(args.out) if args.out else RESULTS / f"train_loop_{gpu.replace(' ', '_')}.json"
     if args.report:
+        if not out.is_file():
+            sys.exit(f"error: no result file {out} (pass the JSON to rebuild with --out)")
         out.with_suffix(".md").write_text(report(json.loads(out.read_text())))
         return
     if not torch.cuda.is_available():
@@ -321,10 +349,13 @@ def main(argv=None) -> None:
             except Exception as e:  # noqa: BLE001 - report the row and go on with the others
                 print(f"  {row}: failed: {type(e).__name__}: {e}"[:500], flush=True)
     merged = merge(runs)
-    result = dict(gpu=gpu, date=time.strftime("%Y-%m-%d"), commit=short_commit(),
-                  command="python benchmarks/train_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  rows=[r for r in merged if r["mode"] == "default"],
-                  eager_rows=[r for r in merged if r["mode"] == "eager"], runs=runs)
+    scripts = sorted({row[0] for row in rows})
+    measured = dict(scripts=scripts, date=time.strftime("%Y-%m-%d"), commit=short_commit(),
+                    command="python benchmarks/train_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    fresh = dict(gpu=gpu, measurements=[measured], rows=[r for r in merged if r["mode"] == "default"],
+                 eager_rows=[r for r in merged if r["mode"] == "eager"], runs=runs)
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    result = combine(previous, fresh) if previous.get("gpu") == gpu else fresh
     write_result(out, result, report)
     print(report(result))
 
