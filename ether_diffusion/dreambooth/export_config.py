@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..typed_config import ConfigError, check_fields, option
+from ..typed_config import ConfigError, check_bound, check_fields, option
 from ..training.options import SD15_ID
 
 MERGED = "merged"
@@ -38,8 +38,7 @@ class ExportConfig:
         for name in ("adapter", "to", "output"):
             if not getattr(self, name):
                 raise ConfigError(f"--{name} is required (see --help)")
-        if self.rank is not None and self.rank < 1:
-            raise ConfigError(f"rank must be >= 1, got {self.rank}")
+        check_bound(self, ("rank",), 1, optional=True)
         if self.to in LORA_TARGETS and not self.output.endswith(LORA_SUFFIX):
             raise ConfigError(f"--to {self.to} writes one file: --output must end in {LORA_SUFFIX}, got "
                               f"{self.output!r}")

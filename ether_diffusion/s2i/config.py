@@ -72,8 +72,7 @@ class S2IConfig(TrainConfig):
         check_resolution(self.resolution)
         if self.control_channels is not None and (not self.control_channels or min(self.control_channels) < 1):
             raise ConfigError(f"control_channels must be positive widths, got {list(self.control_channels)}")
-        if self.control_learning_rate is not None and self.control_learning_rate <= 0:
-            raise ConfigError(f"control_learning_rate must be > 0, got {self.control_learning_rate}")
+        check_bound(self, ("control_learning_rate",), 0, strict=True, optional=True)
 
 
 @dataclass

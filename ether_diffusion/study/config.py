@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..assets import DREAMBOOTH_ROOT
 from ..names import TINY_ID
 from ..training.options import ADAPTER_METHODS
-from ..typed_config import ConfigError, check_fields, option
+from ..typed_config import ConfigError, check_bound, check_fields, option
 
 
 @dataclass
@@ -34,9 +34,7 @@ class StudyConfig:
             raise ConfigError(f"methods {bad or '[]'}: choose from {', '.join(ADAPTER_METHODS)}")
         if not self.learning_rates or any(lr <= 0 for lr in self.learning_rates):
             raise ConfigError(f"learning_rates must be positive, got {list(self.learning_rates)}")
-        for name in ("max_train_steps", "record_every"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1 or null")
+        check_bound(self, ("max_train_steps", "record_every"), 1, optional=True)
 
     @property
     def tiny(self) -> bool:

@@ -126,3 +126,23 @@ def test_scale_lr_and_scheduler_steps():
 
     cuda_like = torch.nn.Parameter(torch.zeros(3, device="meta"))
     assert not fused_ok([param]) and not fused_ok([{"params": [param]}]) and not fused_ok([cuda_like])
+
+
+def test_optional_bounds_of_the_other_configs(tmp_path):
+    """None passes, a value at or past the bound is one ConfigError line naming the field and the value."""
+    from ether_diffusion.dreambooth.export_config import ExportConfig
+    from ether_diffusion.study.config import StudyConfig
+    from tests.s2i.conftest import tiny_config as s2i_config
+
+    assert s2i_config(tmp_path, control_learning_rate=None).control_learning_rate is None
+    with pytest.raises(ConfigError, match=r"control_learning_rate must be > 0 or null, got 0\b"):
+        s2i_config(tmp_path, control_learning_rate=0)
+    export = dict(adapter="a", to="merged", output="o")
+    assert ExportConfig(**export, rank=None).rank is None
+    with pytest.raises(ConfigError, match=r"rank must be >= 1 or null, got 0\b"):
+        ExportConfig(**export, rank=0)
+    assert StudyConfig(record_every=None).record_every is None
+    with pytest.raises(ConfigError, match=r"record_every must be >= 1 or null, got 0\b"):
+        StudyConfig(record_every=0)
+    with pytest.raises(ConfigError, match=r"max_train_steps must be >= 1 or null, got -1\b"):
+        StudyConfig(max_train_steps=-1)
