@@ -74,6 +74,7 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import train_loop
 
+    into = train_loop.read_result(Path(args.into)) if args.into else None  # a bad file fails before the runs
     work = Path(args.workdir)
     train_loop.build_sd15_folder(work / "sd15_random")
     train_loop.class_images(work / "class_dog", 100)
@@ -91,11 +92,8 @@ def main(argv=None) -> None:
         rows.append({**json.loads(lines[-1]), "commit": commit})
         print(f"  {script} bs {batch} prior {prior}: peak {rows[-1]['peak_gib']} GiB "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    if args.into:
-        into = Path(args.into)
-        result = json.loads(into.read_text())
-        result["reference_rows"] = rows
-        train_loop.write_result(into, result, train_loop.report)
+    if into is not None:
+        train_loop.write_result(Path(args.into), {**into, "reference_rows": rows}, train_loop.report)
     else:
         print(json.dumps(rows, indent=1))
 

@@ -238,32 +238,20 @@ def merge(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def measurements(result: dict) -> list[dict]:
-    """Where each script's rows come from: ``[{"scripts", "date", "commit", "command"}]`` (a file written before
-    rows were measured per script holds one ``date``/``commit``/``command`` for all of them)."""
-    if "measurements" in result:
-        return result["measurements"]
-    scripts = sorted({r["script"] for r in result.get("rows", [])})
-    return [dict(scripts=scripts, date=result["date"], commit=result["commit"], command=result["command"])]
-
-
 def combine(previous: dict, fresh: dict) -> dict:
     """``fresh`` rows replace those of the same scripts in ``previous``; the other scripts' rows and their
-    provenance, and the reference rows (`peak_reference.py`), stay."""
+    provenance (``measurements``: ``[{"scripts", "date", "commit", "command"}]``), and the reference rows
+    (`peak_reference.py`), stay."""
     scripts = set(fresh["measurements"][0]["scripts"])
     kept = lambda rows: [r for r in rows if r["script"] not in scripts]  # noqa: E731
-    older = [dict(m, scripts=[s for s in m["scripts"] if s not in scripts]) for m in measurements(previous)]
-    result = {k: v for k, v in previous.items() if k not in ("date", "commit", "command")}
-    result.update(measurements=[m for m in older if m["scripts"]] + fresh["measurements"],
-                  rows=kept(previous.get("rows", [])) + fresh["rows"],
-                  eager_rows=kept(previous.get("eager_rows", [])) + fresh["eager_rows"],
-                  runs=kept(previous.get("runs", [])) + fresh["runs"])
-    return result
+    older = [dict(m, scripts=[s for s in m["scripts"] if s not in scripts]) for m in previous["measurements"]]
+    return {**previous, "measurements": [m for m in older if m["scripts"]] + fresh["measurements"],
+            **{k: kept(previous[k]) + fresh[k] for k in ("rows", "eager_rows", "runs")}}
 
 
 def report(result: dict) -> str:
     lines = [f"# Training loop speed on {result['gpu']}", ""]
-    for m in sorted(measurements(result), key=lambda m: m["scripts"]):
+    for m in sorted(result["measurements"], key=lambda m: m["scripts"]):
         lines.append(f"- {', '.join(m['scripts'])} rows: {m['date']}, commit {m['commit']}: `{m['command']}`")
     lines += ["",
              "| script | batch | prior | method | path | ms / step | GPU busy ms | wall / busy | peak GiB |",
@@ -297,11 +285,21 @@ def short_commit(folder: Path = REPO) -> str:
     return done.stdout.strip() or "unknown"
 
 
+def read_result(path: Path) -> dict:
+    """A result JSON, or one error line for a file that is not one (read before any row runs)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: cannot read the result file {path}: {e}")
+
+
 def write_result(out: Path, result: dict, to_markdown) -> None:
-    """``result`` as JSON at ``out`` and ``to_markdown(result)`` next to it (.md)."""
+    """``result`` as JSON at ``out`` and ``to_markdown(result)`` next to it (.md), each written whole."""
+    from ether_diffusion.outputs import atomic_write
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(to_markdown(result))
+    atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+    atomic_write(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(to_markdown(result)))
 
 
 def run_isolated(argv, row, work: Path) -> dict:
@@ -332,10 +330,11 @@ def main(argv=None) -> None:
     if args.report:
         if not out.is_file():
             sys.exit(f"error: no result file {out} (pass the JSON to rebuild with --out)")
-        out.with_suffix(".md").write_text(report(json.loads(out.read_text())))
+        write_result(out, read_result(out), report)
         return
     if not torch.cuda.is_available():
         sys.exit("error: benchmarks/train_loop.py times the scripts on a CUDA GPU; none is visible")
+    previous = read_result(out) if out.exists() else {}  # its other script's rows are kept
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="train_loop_"))
     t0 = time.perf_counter()
     model = build_sd15_folder(work / "sd15_random")
@@ -354,7 +353,6 @@ def main(argv=None) -> None:
                     command="python benchmarks/train_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     fresh = dict(gpu=gpu, measurements=[measured], rows=[r for r in merged if r["mode"] == "default"],
                  eager_rows=[r for r in merged if r["mode"] == "eager"], runs=runs)
-    previous = json.loads(out.read_text()) if out.exists() else {}
     result = combine(previous, fresh) if previous.get("gpu") == gpu else fresh
     write_result(out, result, report)
     print(report(result))

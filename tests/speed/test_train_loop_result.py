@@ -25,7 +25,8 @@ def _row(script, method, ms, mode="default"):
 
 
 def test_measuring_one_script_again_keeps_the_other(train_loop):
-    old = dict(gpu="G", date="2026-01-01", commit="aaaaaaa", command="python benchmarks/train_loop.py",
+    old = dict(gpu="G", measurements=[dict(scripts=["dreambooth", "s2i"], date="2026-01-01", commit="aaaaaaa",
+                                           command="python benchmarks/train_loop.py")],
                rows=[_row("dreambooth", "ether", 30.0), _row("s2i", "ether", 50.0)],
                eager_rows=[_row("dreambooth", "ether", 150.0, "eager"), _row("s2i", "ether", 280.0, "eager")],
                runs=[_row("dreambooth", "ether", 30.0), _row("s2i", "ether", 50.0)],
@@ -41,7 +42,6 @@ def test_measuring_one_script_again_keeps_the_other(train_loop):
     assert out["reference_rows"] == old["reference_rows"]
     assert [(m["scripts"], m["commit"]) for m in out["measurements"]] == [(["s2i"], "aaaaaaa"),
                                                                           (["dreambooth"], "bbbbbbb")]
-    assert "date" not in out and "commit" not in out
     text = train_loop.report(out)
     assert "- s2i rows: 2026-01-01, commit aaaaaaa" in text
     assert "- dreambooth rows: 2026-02-02, commit bbbbbbb: `python benchmarks/train_loop.py --rows dreambooth`" in text
@@ -52,3 +52,22 @@ def test_measuring_one_script_again_keeps_the_other(train_loop):
     assert [m["commit"] for m in again["measurements"]] == ["bbbbbbb"]
     assert [r["ms_per_step"] for r in again["rows"]] == [21.0, 48.0]
     assert again["eager_rows"] == new["eager_rows"]
+
+
+def test_a_result_file_that_is_not_json_is_one_error_line(train_loop, tmp_path):
+    bad = tmp_path / "train_loop.json"
+    bad.write_text('{"gpu": "G", "rows": [')  # a file cut short
+    with pytest.raises(SystemExit, match=f"error: cannot read the result file {bad}"):
+        train_loop.read_result(bad)
+    with pytest.raises(SystemExit, match="error: cannot read the result file"):
+        train_loop.read_result(tmp_path / "missing.json")
+
+
+def test_written_whole_and_read_back(train_loop, tmp_path):
+    result = dict(gpu="G", measurements=[dict(scripts=["s2i"], date="d", commit="c", command="x")],
+                  rows=[_row("s2i", "ether", 50.0)], eager_rows=[], runs=[])
+    out = tmp_path / "r.json"
+    train_loop.write_result(out, result, train_loop.report)
+    assert train_loop.read_result(out) == result
+    assert (tmp_path / "r.md").read_text() == train_loop.report(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]
